@@ -1,0 +1,47 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint demo stack-up stack-down lock clean
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --progress-bar off -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+
+# Provisions Kafka and MinIO into ~/.cache/streaming-recommender on the first run.
+# pytest's exit code 5 (no tests collected, e.g. a -k filter that matches nothing) is not a failure.
+test: lint
+	$(BIN)/recommender stack provision
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
+
+# Until the demo command lands: the largest slice that runs end to end.
+demo: install
+	$(BIN)/recommender stack up
+	eval "$$($(BIN)/recommender stack env)" && $(BIN)/recommender init
+	$(BIN)/recommender stack status
+
+stack-up: install
+	$(BIN)/recommender stack up
+
+stack-down: install
+	$(BIN)/recommender stack down
+
+lock:
+	rm -rf /tmp/recommender-lock && $(PYTHON) -m venv /tmp/recommender-lock
+	/tmp/recommender-lock/bin/pip install --quiet '.[dev]'
+	{ head -n 2 requirements.lock; /tmp/recommender-lock/bin/pip freeze | grep -v '^streaming-recommender'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

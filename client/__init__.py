@@ -1,0 +1,1 @@
+"""Client: sends recommendation requests to Kafka, reads replies, generates load."""

@@ -1,0 +1,1 @@
+"""Shared by every component: settings, message schemas, storage layout, Kafka/MinIO helpers."""

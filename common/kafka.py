@@ -1,0 +1,86 @@
+"""Kafka client construction and topic set-up, shared by every component.
+
+Client properties start from the `KAFKA_*` pass-through (see common.settings) and each
+caller adds only what its role needs, so a secured cluster works without code changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def producer_config(settings: Settings, **overrides: str | int | bool) -> dict:
+    # Idempotence gives ordered, de-duplicated retries per partition at acks=all.
+    config: dict = {"enable.idempotence": True, "acks": "all", "linger.ms": 5}
+    config.update(settings.kafka)
+    config.update(overrides)
+    return config
+
+
+def consumer_config(settings: Settings, group_id: str, **overrides: str | int | bool) -> dict:
+    # Offsets are stored by the application only after its reply is acknowledged;
+    # librdkafka's background commit then commits just those stored offsets.
+    config: dict = {
+        "group.id": group_id,
+        "enable.auto.commit": True,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+    }
+    config.update(settings.kafka)
+    config.update(overrides)
+    return config
+
+
+def make_producer(settings: Settings, **overrides: str | int | bool) -> Producer:
+    return Producer(producer_config(settings, **overrides))
+
+
+def make_consumer(settings: Settings, group_id: str, **overrides: str | int | bool) -> Consumer:
+    return Consumer(consumer_config(settings, group_id, **overrides))
+
+
+def ensure_topics(
+    settings: Settings,
+    partitions: int = 2,
+    replication_factor: int = 1,
+    timeout: float = 30.0,
+    extra_config: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Create the project's topics that do not exist yet; return the names created."""
+    admin = AdminClient({**settings.kafka, **(extra_config or {})})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = {
+        settings.topic_requests: (partitions, {}),
+        settings.topic_replies: (partitions, {}),
+        settings.topic_dlq: (1, {}),
+        settings.topic_model_updates: (1, {"cleanup.policy": "compact"}),
+    }
+    new = [
+        NewTopic(name, num_partitions=count, replication_factor=replication_factor, config=config)
+        for name, (count, config) in wanted.items()
+        if name not in existing
+    ]
+    created = []
+    for name, future in admin.create_topics(new, operation_timeout=timeout).items() if new else []:
+        try:
+            future.result(timeout)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    if created:
+        log.info("created topics %s", ", ".join(sorted(created)))
+    return created
+
+
+def delivery_error(err: KafkaError | None) -> str | None:
+    """Text of a delivery failure, for callbacks that record rather than raise."""
+    return None if err is None else f"{err.name()}: {err.str()}"

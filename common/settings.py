@@ -1,0 +1,122 @@
+"""Typed settings read from environment variables, validated once at start-up.
+
+Every component builds its own settings class on top of these pieces. A bad value
+raises `ConfigError` whose message is one line naming the variable; the CLI prints
+that line and exits 2. Secrets are `SecretStr` so they never show in a repr or a log.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Self
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KAFKA_ENV_PREFIX = "KAFKA_"
+
+# librdkafka properties whose values are secrets: masked wherever settings are shown.
+SECRET_KAFKA_PROPERTIES = frozenset(
+    {
+        "sasl.password",
+        "sasl.oauthbearer.client.secret",
+        "ssl.key.password",
+        "ssl.keystore.password",
+        "ssl.key.pem",
+        "ssl_key",
+    }
+)
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or invalid; the message is one readable line."""
+
+
+def kafka_properties_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Map every `KAFKA_FOO_BAR=value` variable onto the librdkafka property `foo.bar`.
+
+    This is how TLS/SASL settings reach the clients without code changes, e.g.
+    `KAFKA_SECURITY_PROTOCOL=SASL_SSL`, `KAFKA_SASL_MECHANISM=SCRAM-SHA-512`,
+    `KAFKA_SASL_USERNAME`, `KAFKA_SASL_PASSWORD`, `KAFKA_SSL_CA_LOCATION`.
+    """
+    env = os.environ if environ is None else environ
+    props = {}
+    for name, value in env.items():
+        if name.startswith(KAFKA_ENV_PREFIX) and len(name) > len(KAFKA_ENV_PREFIX):
+            props[name[len(KAFKA_ENV_PREFIX) :].lower().replace("_", ".")] = value
+    props.setdefault("bootstrap.servers", "127.0.0.1:9092")
+    return props
+
+
+def redact_kafka_properties(props: Mapping[str, str]) -> dict[str, str]:
+    return {k: ("**********" if k in SECRET_KAFKA_PROPERTIES else v) for k, v in props.items()}
+
+
+class KafkaClientProperties(dict[str, str]):
+    """librdkafka properties whose repr masks secrets, so logging settings is safe."""
+
+    def __repr__(self) -> str:
+        return repr(redact_kafka_properties(self))
+
+    __str__ = __repr__
+
+
+class Settings(BaseSettings):
+    """Base of every component's settings: the Kafka topics and the MinIO bucket."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, validate_default=True)
+
+    minio_endpoint: str = Field("127.0.0.1:9000", description="MinIO host:port, no scheme.")
+    minio_access_key: SecretStr = Field(SecretStr("minioadmin"), description="MinIO access key.")
+    minio_secret_key: SecretStr = Field(SecretStr("minioadmin"), description="MinIO secret key.")
+    minio_secure: bool = Field(False, description="Use HTTPS to reach MinIO.")
+    minio_bucket: str = Field("recommender", description="Bucket holding data and models.")
+
+    topic_requests: str = Field("recommendation-requests", description="Requests, keyed by user.")
+    topic_replies: str = Field("recommendations", description="Replies, keyed by request id.")
+    topic_dlq: str = Field("recommendation-requests-dlq", description="Rejected requests.")
+    topic_model_updates: str = Field("model-updates", description="Compacted, keyed by model name.")
+
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    @field_validator("minio_endpoint")
+    @classmethod
+    def _endpoint_has_no_scheme(cls, value: str) -> str:
+        if "://" in value or not value:
+            raise ValueError("expected host:port without a scheme, e.g. 127.0.0.1:9000")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @property
+    def kafka(self) -> KafkaClientProperties:
+        """librdkafka properties from the `KAFKA_*` variables (read when asked)."""
+        return KafkaClientProperties(kafka_properties_from_env())
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Self:
+        """Read the environment; raise `ConfigError` with one line per bad variable."""
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            raise ConfigError(
+                describe_validation_error(exc, cls.model_config.get("env_prefix", ""))
+            ) from None
+
+
+def describe_validation_error(exc: ValidationError, env_prefix: str = "") -> str:
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "settings"
+        variable = (env_prefix + field).upper()
+        value = error.get("input")
+        shown = "" if value is None or "secret" in field or "key" in field else f" (got {value!r})"
+        problems.append(f"{variable}: {error['msg']}{shown}")
+    return "invalid configuration: " + "; ".join(problems)

@@ -1,0 +1,1 @@
+"""Data publisher: puts purchase-history snapshots into MinIO and moves data/current.json."""

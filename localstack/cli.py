@@ -1,0 +1,124 @@
+"""`recommender stack up|down|status|env|provision`: the local Kafka + MinIO for demo and tests."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from localstack import provision
+from localstack.servers import (
+    KafkaServer,
+    MinioServer,
+    Stack,
+    StackError,
+    pid_alive,
+    port_open,
+    read_state,
+    stop_process_group,
+    write_state,
+)
+
+
+def state_path() -> Path:
+    default = provision.cache_dir() / "stack.json"
+    return Path(os.environ.get("RECOMMENDER_STACK_STATE", default))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "stack",
+        help="run the real local Kafka + MinIO as processes",
+        description="Provision (first run only), start, inspect and stop a local Apache Kafka (KRaft) "
+        "and MinIO. State, including generated credentials, is kept in "
+        "$RECOMMENDER_STACK_STATE (default ~/.cache/streaming-recommender/stack.json).",
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("provision", help="fetch Kafka jars and build MinIO into the cache, start nothing")
+    up = actions.add_parser("up", help="start Kafka and MinIO and wait until both are ready")
+    up.add_argument("--workdir", type=Path, help="data directory (default: a new temporary directory)")
+    actions.add_parser("status", help="show whether each server is running and ready")
+    actions.add_parser("env", help="print `export` lines that point the components at the stack")
+    actions.add_parser("down", help="stop both servers and delete their data")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    match args.action:
+        case "provision":
+            provision.provision_all()
+            print(f"Kafka jars: {provision.kafka_libs()}\nMinIO: {provision.minio_binary()}")
+            return 0
+        case "up":
+            return _up(args.workdir)
+        case "status":
+            return _status()
+        case "env":
+            info = read_state(state_path())
+            if info is None:
+                print("the stack is not up; run `recommender stack up`", file=sys.stderr)
+                return 1
+            for name, value in info.env().items():
+                print(f"export {name}={value}")
+            return 0
+        case "down":
+            return _down()
+    raise AssertionError(args.action)
+
+
+def _up(workdir: Path | None) -> int:
+    existing = read_state(state_path())
+    if existing is not None and pid_alive(existing.kafka_pid) and pid_alive(existing.minio_pid):
+        print(f"the stack is already up (workdir {existing.workdir}); `recommender stack down` stops it")
+        return 0
+    provision.provision_all()
+    stack = Stack(workdir or Path(tempfile.mkdtemp(prefix="recommender-stack-")))
+    try:
+        info = stack.up()
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    write_state(info, state_path())
+    print(f"Kafka  ready at {info.kafka_bootstrap}\nMinIO  ready at http://{info.minio_endpoint}")
+    print('Point the components at it with: eval "$(recommender stack env)"')
+    return 0
+
+
+def _status() -> int:
+    info = read_state(state_path())
+    if info is None:
+        print("the stack is not up")
+        return 1
+    kafka = KafkaServer(Path(info.workdir) / "kafka", port=int(info.kafka_bootstrap.rsplit(":", 1)[1]))
+    minio = MinioServer(Path(info.workdir) / "minio", port=int(info.minio_endpoint.rsplit(":", 1)[1]))
+    healthy = True
+    for name, pid, address, ready in (
+        ("kafka", info.kafka_pid, info.kafka_bootstrap, kafka.ready),
+        ("minio", info.minio_pid, f"http://{info.minio_endpoint}", minio.ready),
+    ):
+        alive = pid_alive(pid)
+        ok = alive and ready()
+        healthy &= ok
+        state = "healthy" if ok else ("running, not ready" if alive else "not running")
+        print(f"{name:6} {state:20} {address}  pid {pid}")
+    print(f"workdir {info.workdir}")
+    return 0 if healthy else 1
+
+
+def _down() -> int:
+    info = read_state(state_path())
+    if info is None:
+        print("the stack is not up")
+        return 0
+    for pid in (info.minio_pid, info.kafka_pid):
+        stop_process_group(pid)
+    for address in (info.kafka_bootstrap, info.minio_endpoint):
+        if port_open(int(address.rsplit(":", 1)[1])):
+            print(f"warning: something still listens on {address}", file=sys.stderr)
+    shutil.rmtree(info.workdir, ignore_errors=True)
+    state_path().unlink(missing_ok=True)
+    print("the stack is down")
+    return 0

@@ -1,0 +1,115 @@
+"""Fetch and build the real servers once, into a cache outside the repo.
+
+Kafka comes as jars from Maven Central (`mvn dependency:copy-dependencies` over
+kafka-pom.xml); MinIO is built from source with `go install`. A finished artefact is
+marked complete, so an interrupted first run is redone rather than half-used.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+
+KAFKA_VERSION = "4.1.1"
+# The community edition is source-only; this pseudo-version is the module proxy's newest.
+MINIO_MODULE = "github.com/minio/minio"
+MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
+HELM_MODULE = "helm.sh/helm/v3/cmd/helm"
+HELM_VERSION = "v3.22.0"
+
+MARKER = ".complete"
+
+
+class ProvisionError(RuntimeError):
+    pass
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RECOMMENDER_CACHE_DIR", Path.home() / ".cache" / "streaming-recommender"))
+
+
+def _require_tool(tool: str, why: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise ProvisionError(f"'{tool}' is not on PATH; it is needed to {why} (see README prerequisites)")
+    return path
+
+
+def _run_with_progress(
+    cmd: list[str], label: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> None:
+    """Run a long build, printing a heartbeat so the first run does not look hung."""
+    print(f"[provision] {label} (first run only; cached in {cache_dir()})", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    done = threading.Event()
+
+    def heartbeat() -> None:
+        while not done.wait(15):
+            print(f"[provision] {label}: {time.monotonic() - started:.0f}s ...", file=sys.stderr, flush=True)
+
+    threading.Thread(target=heartbeat, daemon=True).start()
+    try:
+        result = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    finally:
+        done.set()
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
+        raise ProvisionError(f"{label} failed (exit {result.returncode}):\n{tail}")
+    print(f"[provision] {label}: done in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
+
+
+def kafka_libs() -> Path:
+    """Directory of the Kafka jars, resolving them from Maven Central on first use."""
+    home = cache_dir() / f"kafka-{KAFKA_VERSION}"
+    libs = home / "libs"
+    if (home / MARKER).exists():
+        return libs
+    mvn = _require_tool("mvn", "fetch Apache Kafka from Maven Central")
+    _require_tool("java", "run Apache Kafka")
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(libs, ignore_errors=True)
+    pom = home / "pom.xml"
+    pom.write_text(resources.files("localstack").joinpath("kafka-pom.xml").read_text())
+    _run_with_progress(
+        [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={libs}"],
+        f"resolving Apache Kafka {KAFKA_VERSION} jars with Maven",
+    )
+    (home / MARKER).touch()
+    return libs
+
+
+def _go_install(module: str, version: str, binary: str, label: str) -> Path:
+    home = cache_dir() / f"{binary}-{version}"
+    target = home / binary
+    if (home / MARKER).exists() and target.exists():
+        return target
+    go = _require_tool("go", f"build {binary} from the Go module proxy")
+    home.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=home) as gobin:
+        env = {**os.environ, "GOBIN": gobin}
+        _run_with_progress([go, "install", f"{module}@{version}"], label, env=env)
+        Path(gobin, binary).replace(target)
+    (home / MARKER).touch()
+    return target
+
+
+def minio_binary() -> Path:
+    return _go_install(
+        MINIO_MODULE, MINIO_VERSION, "minio", f"building MinIO {MINIO_VERSION} with go install"
+    )
+
+
+def helm_binary() -> Path:
+    return _go_install(HELM_MODULE, HELM_VERSION, "helm", f"building helm {HELM_VERSION} with go install")
+
+
+def provision_all() -> None:
+    kafka_libs()
+    minio_binary()

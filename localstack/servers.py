@@ -1,0 +1,398 @@
+"""Apache Kafka (KRaft, single node) and MinIO as local processes, each in its own data dir.
+
+Each server runs in its own process group so that stopping it never leaves a JVM or a
+minio child behind. Ports are picked free at creation and kept across restarts, so a
+restarted broker is the same broker to its clients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from localstack import provision
+
+HOST = "127.0.0.1"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_process_group(pid: int, timeout: float = 30.0) -> None:
+    """SIGTERM the group led by `pid`, then SIGKILL it if it outlives `timeout`."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # reap our own child so it stops counting as alive
+            if not pid_alive(pid):
+                return
+            time.sleep(0.1)
+
+
+class ManagedServer:
+    """One server process: start in its own group, wait for readiness, stop cleanly."""
+
+    name = "server"
+    start_timeout = 90.0
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / f"{self.name}.log"
+        self.pid: int | None = None
+        self._process: subprocess.Popen | None = None
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """One-time set-up before the first start (formatting storage, config files)."""
+
+    def ports(self) -> list[int]:
+        return []
+
+    def start(self) -> None:
+        if self.running():
+            return
+        # Readiness probes the port, so a stranger on it would pass for this server.
+        busy = [port for port in self.ports() if port_open(port)]
+        if busy:
+            raise StackError(f"{self.name} cannot start: port {busy[0]} is already in use")
+        cmd, env = self.command()
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **env},
+                cwd=self.workdir,
+                start_new_session=True,
+            )
+        self.pid = self._process.pid
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if (
+                self.pid is None
+                or not pid_alive(self.pid)
+                or (self._process and self._process.poll() is not None)
+            ):
+                raise StackError(
+                    f"{self.name} exited during start-up; last lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            if self.ready():
+                return
+            time.sleep(0.25)
+        self.stop()
+        raise StackError(
+            f"{self.name} was not ready after {self.start_timeout:.0f}s; "
+            f"last lines of {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def running(self) -> bool:
+        return (
+            self.pid is not None
+            and pid_alive(self.pid)
+            and (self._process is None or self._process.poll() is None)
+        )
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            stop_process_group(self.pid)
+            if self._process is not None:
+                self._process.wait(timeout=5)
+        self.pid = None
+        self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL the whole group at once, as a crash would (for fault tests)."""
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            if self._process is not None:
+                self._process.wait(timeout=10)
+        self.pid = None
+        self._process = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+LOG4J2_CONFIG = """\
+status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.kafka.name = kafka
+logger.kafka.level = warn
+logger.apache.name = org.apache.kafka
+logger.apache.level = warn
+"""
+
+
+class KafkaServer(ManagedServer):
+    """Apache Kafka 4.x in KRaft mode: one node that is both broker and controller."""
+
+    name = "kafka"
+
+    def __init__(self, workdir: Path, port: int | None = None, controller_port: int | None = None) -> None:
+        super().__init__(workdir)
+        self.port = port or free_port()
+        self.controller_port = controller_port or free_port()
+        self.properties = workdir / "server.properties"
+
+    def ports(self) -> list[int]:
+        return [self.port, self.controller_port]
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def prepare(self) -> None:
+        data = self.workdir / "data"
+        self.properties.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.bootstrap.servers={HOST}:{self.controller_port}",
+                    f"listeners=PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={data}",
+                    "num.partitions=2",
+                    "auto.create.topics.enable=false",
+                    # Single node: every internal topic has one replica, and few partitions start faster.
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=4",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "",
+                ]
+            )
+        )
+        (self.workdir / "log4j2.properties").write_text(LOG4J2_CONFIG)
+        cmd, env = self._java(
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            "-t",
+            uuid.uuid4().hex[:22],
+            "-c",
+            str(self.properties),
+        )
+        result = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StackError(f"kafka storage format failed:\n{result.stdout}{result.stderr}")
+
+    def _java(self, main_class: str, *args: str) -> tuple[list[str], dict[str, str]]:
+        libs = provision.kafka_libs()
+        cmd = [
+            "java", "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
+            "-cp", f"{libs}/*", main_class, *args,
+        ]  # fmt: skip
+        return cmd, {}
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        return self._java("kafka.Kafka", str(self.properties))
+
+    def ready(self) -> bool:
+        if not port_open(self.port):
+            return False
+        # The port opens before the broker has joined the quorum; metadata proves it serves.
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        try:
+            return bool(admin.list_topics(timeout=2).brokers)
+        except Exception:
+            return False
+
+
+class MinioServer(ManagedServer):
+    """MinIO built from source, on loopback, with generated root credentials."""
+
+    name = "minio"
+
+    def __init__(
+        self, workdir: Path, port: int | None = None, console_port: int | None = None,
+        access_key: str | None = None, secret_key: str | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(workdir)
+        self.port = port or free_port()
+        self.console_port = console_port or free_port()
+        self.access_key = access_key or "recommender-" + secrets.token_hex(4)
+        self.secret_key = secret_key or secrets.token_urlsafe(24)
+
+    def ports(self) -> list[int]:
+        return [self.port, self.console_port]
+
+    @property
+    def endpoint(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        cmd = [
+            str(provision.minio_binary()), "server", str(self.workdir / "data"),
+            "--address", self.endpoint, "--console-address", f"{HOST}:{self.console_port}", "--quiet",
+        ]  # fmt: skip
+        env = {
+            "MINIO_ROOT_USER": self.access_key,
+            "MINIO_ROOT_PASSWORD": self.secret_key,
+            "MINIO_BROWSER": "off",
+            "MINIO_UPDATE": "off",
+        }
+        return cmd, env
+
+    def ready(self) -> bool:
+        # /minio/health/live and /ready answer 200 before the object layer can serve.
+        try:
+            with urllib.request.urlopen(
+                f"http://{self.endpoint}/minio/health/cluster", timeout=2
+            ) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """What a client needs to reach the stack; also the state file of `recommender stack`."""
+
+    workdir: str
+    kafka_bootstrap: str
+    kafka_pid: int
+    kafka_controller_port: int
+    minio_endpoint: str
+    minio_pid: int
+    minio_console_port: int
+    minio_access_key: str
+    minio_secret_key: str = field(repr=False)
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point every component at this stack."""
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "MINIO_ENDPOINT": self.minio_endpoint,
+            "MINIO_ACCESS_KEY": self.minio_access_key,
+            "MINIO_SECRET_KEY": self.minio_secret_key,
+            "MINIO_SECURE": "false",
+        }
+
+
+class Stack:
+    """Kafka and MinIO together, under one work directory."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.kafka = KafkaServer(workdir / "kafka")
+        self.minio = MinioServer(workdir / "minio")
+
+    def up(self) -> StackInfo:
+        try:
+            if not self.kafka.properties.exists():
+                self.kafka.prepare()
+            self.kafka.start()
+            self.minio.start()
+        except BaseException:
+            self.down()
+            raise
+        return self.info()
+
+    def down(self) -> None:
+        self.minio.stop()
+        self.kafka.stop()
+
+    def info(self) -> StackInfo:
+        if self.kafka.pid is None or self.minio.pid is None:
+            raise StackError("the stack is not running")
+        return StackInfo(
+            workdir=str(self.workdir),
+            kafka_bootstrap=self.kafka.bootstrap,
+            kafka_pid=self.kafka.pid,
+            kafka_controller_port=self.kafka.controller_port,
+            minio_endpoint=self.minio.endpoint,
+            minio_pid=self.minio.pid,
+            minio_console_port=self.minio.console_port,
+            minio_access_key=self.minio.access_key,
+            minio_secret_key=self.minio.secret_key,
+        )
+
+    def __enter__(self) -> StackInfo:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+
+def write_state(info: StackInfo, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds credentials
+    with os.fdopen(fd, "w") as handle:
+        json.dump(asdict(info), handle, indent=2)
+
+
+def read_state(path: Path) -> StackInfo | None:
+    try:
+        return StackInfo(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None

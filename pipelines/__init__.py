@@ -1,0 +1,1 @@
+"""The recurring Kubeflow (KFP v2) pipeline: data, train, evaluate, export, publish."""

@@ -1,0 +1,1 @@
+"""The `recommender` command: one subcommand per component."""

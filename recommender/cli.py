@@ -1,0 +1,49 @@
+"""Entry point of the `recommender` command.
+
+Each component module exposes `register(subparsers)`, which adds its subcommand and sets
+a `handler(args) -> int`. Configuration errors end in one readable line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from common.settings import ConfigError
+
+# Modules that contribute subcommands, in the order --help lists them.
+COMMAND_MODULES = [
+    "localstack.cli",
+    "recommender.init",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recommender",
+        description="Streaming recommender: Kafka requests served by TF-Serving models that a "
+        "Kubeflow pipeline trains and swaps without losing a request. Configuration comes from "
+        "environment variables; see README.md.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Session fixtures: one real local stack (Kafka + MinIO processes) shared by all tests.
+
+Each test gets its own bucket and topic names (`stack_env`), so tests never see each
+other's data while paying the stack's start-up only once.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from common.settings import Settings
+from localstack import Stack, StackInfo
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The running stack, for tests that need to stop, kill or restart a server."""
+    stack = Stack(tmp_path_factory.mktemp("stack"))
+    stack.up()
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="session")
+def stack_info(local_stack: Stack) -> StackInfo:
+    """Bootstrap address, MinIO endpoint and credentials of the session's stack."""
+    return local_stack.info()
+
+
+@pytest.fixture
+def stack_env(stack_info: StackInfo, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment pointing at the stack with a fresh bucket and topics; also set in os.environ.
+
+    Returns the full environment, ready to pass to a subprocess.
+    """
+    suffix = uuid.uuid4().hex[:8]
+    env = stack_info.env() | {
+        "MINIO_BUCKET": f"test-{suffix}",
+        "TOPIC_REQUESTS": f"recommendation-requests-{suffix}",
+        "TOPIC_REPLIES": f"recommendations-{suffix}",
+        "TOPIC_DLQ": f"recommendation-requests-dlq-{suffix}",
+        "TOPIC_MODEL_UPDATES": f"model-updates-{suffix}",
+    }
+    for name in [n for n in os.environ if n.startswith("KAFKA_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return dict(os.environ)
+
+
+@pytest.fixture
+def settings(stack_env: dict[str, str]) -> Settings:
+    return Settings.load()

@@ -1,0 +1,105 @@
+import subprocess
+import sys
+
+import pytest
+from pydantic import Field
+
+from common.settings import ConfigError, Settings, kafka_properties_from_env
+
+
+class _PortSettings(Settings):
+    port: int = Field(8080, ge=1, le=65535)
+
+
+def test_kafka_prefix_maps_onto_librdkafka_properties():
+    props = kafka_properties_from_env(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": "broker:9093",
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "KAFKA_SASL_PASSWORD": "hunter2",
+            "KAFKA_SSL_CA_LOCATION": "/etc/ca.pem",
+            "MINIO_ENDPOINT": "x:1",
+        }
+    )
+    assert props == {
+        "bootstrap.servers": "broker:9093",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.password": "hunter2",
+        "ssl.ca.location": "/etc/ca.pem",
+    }
+
+
+def test_bootstrap_has_a_default():
+    assert kafka_properties_from_env({}) == {"bootstrap.servers": "127.0.0.1:9092"}
+
+
+def test_secrets_never_show_in_repr(monkeypatch):
+    monkeypatch.setenv("MINIO_SECRET_KEY", "s3cr3t-minio")
+    monkeypatch.setenv("MINIO_ACCESS_KEY", "access-id")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "s3cr3t-kafka")
+    settings = Settings.load()
+    shown = repr(settings) + str(settings) + repr(settings.kafka) + str(settings.kafka)
+    assert "s3cr3t-minio" not in shown
+    assert "s3cr3t-kafka" not in shown
+    assert settings.minio_secret_key.get_secret_value() == "s3cr3t-minio"
+    assert settings.kafka["sasl.password"] == "s3cr3t-kafka"
+
+
+def test_bad_value_is_one_line_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("PORT", "seventy")
+    with pytest.raises(ConfigError) as excinfo:
+        _PortSettings.load()
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert message.startswith("invalid configuration: PORT:")
+    assert "'seventy'" in message
+
+
+def test_out_of_range_value_is_reported(monkeypatch):
+    monkeypatch.setenv("PORT", "70000")
+    with pytest.raises(ConfigError, match=r"PORT: Input should be less than or equal to 65535"):
+        _PortSettings.load()
+
+
+def test_secret_value_is_not_echoed_in_errors(monkeypatch):
+    monkeypatch.setenv("MINIO_SECURE", "maybe-secret")
+    monkeypatch.setenv("MINIO_SECRET_KEY", "")
+    with pytest.raises(ConfigError) as excinfo:
+        Settings.load()
+    assert "MINIO_SECURE" in str(excinfo.value)
+
+
+def test_log_level_is_validated(monkeypatch):
+    monkeypatch.setenv("LOG_LEVEL", "loud")
+    with pytest.raises(ConfigError, match="LOG_LEVEL"):
+        Settings.load()
+
+
+def test_cli_prints_one_line_and_exits_2_on_bad_config():
+    env = {"PATH": "/usr/bin:/bin", "MINIO_ENDPOINT": "http://minio:9000"}
+    result = subprocess.run(
+        [sys.executable, "-m", "recommender", "init"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "error: invalid configuration: MINIO_ENDPOINT: Value error, expected host:port without a scheme, "
+        "e.g. 127.0.0.1:9000 (got 'http://minio:9000')"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_every_subcommand_has_help():
+    from recommender.cli import build_parser
+
+    parser = build_parser()
+    subcommands = parser._subparsers._group_actions[0].choices
+    assert {"stack", "init"} <= set(subcommands)
+    for name in subcommands:
+        result = subprocess.run(
+            [sys.executable, "-m", "recommender", name, "--help"], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"usage: recommender {name}" in result.stdout

@@ -1,0 +1,1 @@
+"""Trainer: a Keras collaborative filter trained on the current snapshot, exported for TF-Serving."""
