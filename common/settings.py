@@ -120,3 +120,26 @@ def describe_validation_error(exc: ValidationError, env_prefix: str = "") -> str
         shown = "" if value is None or "secret" in field or "key" in field else f" (got {value!r})"
         problems.append(f"{variable}: {error['msg']}{shown}")
     return "invalid configuration: " + "; ".join(problems)
+
+
+class ServingSettings(Settings):
+    """Where the two serving instances answer; shared by everything that calls them."""
+
+    model_name: str = Field("recommender", description="Model name inside TF-Serving.")
+    serving_a_url: str = Field("http://127.0.0.1:8501", description="REST base of instance a.")
+    serving_a_grpc: str = Field("127.0.0.1:8500", description="gRPC host:port of instance a.")
+    serving_b_url: str = Field("http://127.0.0.1:8511", description="REST base of instance b.")
+    serving_b_grpc: str = Field("127.0.0.1:8510", description="gRPC host:port of instance b.")
+
+    @field_validator("serving_a_url", "serving_b_url")
+    @classmethod
+    def _is_http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http(s):// URL, e.g. http://serving-a:8501")
+        return value.rstrip("/")
+
+    def rest_url(self, instance: str) -> str:
+        return self.serving_a_url if instance == "a" else self.serving_b_url
+
+    def grpc_target(self, instance: str) -> str:
+        return self.serving_a_grpc if instance == "a" else self.serving_b_grpc
