@@ -1,0 +1,263 @@
+"""The model manager of the stand-in server: TF-Serving's `latest` version policy on real TensorFlow.
+
+A poll thread watches `<model_base_path>` for numeric version directories. The newest one is
+loaded completely (SavedModel, signature defs, one warm-up call of each signature) before it
+becomes the served version and the old one is unloaded, so a request never meets a gap.
+Requests hold a reference to the version they resolved, so an unload never cuts one short.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIGNATURE = "serving_default"
+
+# The manager states of TF-Serving's ModelVersionStatus.State, in the order a version passes them.
+START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+
+
+class ServingError(Exception):
+    """A request error carrying TF-Serving's canonical code name (NOT_FOUND, INVALID_ARGUMENT...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def not_found(message: str) -> ServingError:
+    return ServingError("NOT_FOUND", message)
+
+
+def invalid(message: str) -> ServingError:
+    return ServingError("INVALID_ARGUMENT", message)
+
+
+@dataclass
+class LoadedVersion:
+    """One loaded SavedModel version: the callable signatures and their SignatureDef protos."""
+
+    version: int
+    path: Path
+    module: Any
+    signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]
+
+    def signature(self, name: str) -> meta_graph_pb2.SignatureDef:
+        key = name or DEFAULT_SIGNATURE
+        if key not in self.signature_defs or key not in self.module.signatures:
+            raise invalid(f'Serving signature name: "{key}" not found in signature def')
+        return self.signature_defs[key]
+
+    def input_dtypes(self, signature_name: str) -> dict[str, tf.DType]:
+        return {k: tf.dtypes.as_dtype(v.dtype) for k, v in self.signature(signature_name).inputs.items()}
+
+    def run(
+        self, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run one signature on already-typed numpy inputs; errors become INVALID_ARGUMENT."""
+        key = signature_name or DEFAULT_SIGNATURE
+        signature_def = self.signature(key)
+        expected = set(signature_def.inputs)
+        sent = set(inputs)
+        if sent != expected:
+            extra, missing = sorted(sent - expected), sorted(expected - sent)
+            raise invalid(
+                f"Request inputs do not match required inputs for model `{key}`. "
+                f"Send extra: {{{', '.join(extra)}}}. Missing but required: {{{', '.join(missing)}}}."
+            )
+        for name in output_filter or []:
+            if name not in signature_def.outputs:
+                raise invalid(f"output tensor alias not found in signature: {name}")
+        for name, value in inputs.items():
+            _check_shape(name, np.shape(value), signature_def.inputs[name].tensor_shape)
+        try:
+            tensors = {name: tf.convert_to_tensor(value) for name, value in inputs.items()}
+            result = self.module.signatures[key](**tensors)
+        except (TypeError, ValueError, tf.errors.InvalidArgumentError) as exc:
+            raise invalid(_error_text(exc)) from None
+        names = output_filter or list(result)
+        return {name: result[name].numpy() for name in names}
+
+
+def _check_shape(name: str, shape: tuple[int, ...], expected) -> None:
+    if expected.unknown_rank:
+        return
+    dims = [d.size for d in expected.dim]
+    if len(shape) != len(dims) or any(want not in (-1, got) for want, got in zip(dims, shape, strict=True)):
+        want = "[" + ",".join("?" if d == -1 else str(d) for d in dims) + "]"
+        got = "[" + ",".join(str(d) for d in shape) + "]"
+        raise invalid(f"input {name} must have shape {want}, got {got}")
+
+
+def _error_text(exc: BaseException) -> str:
+    # TF's execution errors start with a generic line; the cause is the first specific one.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.endswith("execution error:")]
+    return (useful or lines or [type(exc).__name__])[0]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def read_signature_defs(version_dir: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
+    """The SignatureDefs of the serving meta graph, as TF-Serving reports them in metadata."""
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((version_dir / "saved_model.pb").read_bytes())
+    for meta_graph in saved.meta_graphs:
+        if "serve" in meta_graph.meta_info_def.tags:
+            return {k: v for k, v in meta_graph.signature_def.items() if not k.startswith("__")}
+    raise ValueError(f"no meta graph tagged 'serve' in {version_dir}")
+
+
+def load_version(version_dir: Path, version: int) -> LoadedVersion:
+    module = tf.saved_model.load(str(version_dir), tags=["serve"])
+    loaded = LoadedVersion(version, version_dir, module, read_signature_defs(version_dir))
+    _warm_up(loaded)
+    return loaded
+
+
+def _warm_up(loaded: LoadedVersion) -> None:
+    # The first call of a concrete function builds its executor; do it before serving so the
+    # first real request after a swap is not the slow one.
+    for name, signature_def in loaded.signature_defs.items():
+        if name not in loaded.module.signatures:
+            continue
+        inputs = {}
+        for key, info in signature_def.inputs.items():
+            dims = [max(d.size, 1) for d in info.tensor_shape.dim]
+            dtype = tf.dtypes.as_dtype(info.dtype)
+            value = np.full(
+                dims, b"" if dtype == tf.string else 0, dtype=object if dtype == tf.string else None
+            )
+            inputs[key] = tf.constant(value, dtype=dtype)
+        try:
+            loaded.module.signatures[name](**inputs)
+        except Exception as exc:  # a signature that rejects dummy input is still servable
+            log.debug("warm-up of %s skipped: %s", name, _first_line(exc))
+
+
+@dataclass
+class VersionState:
+    state: str
+    error: str = ""
+    since: float = field(default_factory=time.time)
+
+
+class ModelManager:
+    """Serves one model from `base_path` (which holds numeric version dirs) with the latest policy."""
+
+    def __init__(self, model_name: str, base_path: Path, poll_seconds: float = 1.0) -> None:
+        self.model_name = model_name
+        self.base_path = base_path
+        self.poll_seconds = poll_seconds
+        self._lock = threading.Lock()
+        self._states: dict[int, VersionState] = {}
+        self._serving: LoadedVersion | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._warned_empty = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._poll_loop, name="model-poll", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+            except Exception:
+                log.exception("polling %s failed", self.base_path)
+            self._stop.wait(self.poll_seconds)
+
+    def on_disk_versions(self) -> list[int]:
+        try:
+            return sorted(int(p.name) for p in self.base_path.iterdir() if p.name.isdigit() and p.is_dir())
+        except FileNotFoundError:
+            return []
+
+    def poll_once(self) -> None:
+        """Aspire the newest version on disk: load it, then unload every other one."""
+        versions = self.on_disk_versions()
+        if not versions:
+            if not self._warned_empty:
+                log.warning(
+                    "no versions of servable %s found under base path %s", self.model_name, self.base_path
+                )
+                self._warned_empty = True
+            self._unload_all_but(None)
+            return
+        self._warned_empty = False
+        newest = versions[-1]
+        with self._lock:
+            current = self._serving.version if self._serving else None
+            known = self._states.get(newest)
+            if newest == current or (known is not None and known.state == END and known.error):
+                return  # already served, or failed to load (TF-Serving does not retry it either)
+            self._states[newest] = VersionState(LOADING)
+        log.info("loading servable version {name: %s version: %d}", self.model_name, newest)
+        try:
+            loaded = load_version(self.base_path / str(newest), newest)
+        except Exception as exc:
+            with self._lock:
+                self._states[newest] = VersionState(END, _first_line(exc))
+            log.error("failed to load %s version %d: %s", self.model_name, newest, _first_line(exc))
+            return
+        with self._lock:
+            self._serving = loaded
+            self._states[newest] = VersionState(AVAILABLE)
+        log.info("successfully loaded servable version {name: %s version: %d}", self.model_name, newest)
+        self._unload_all_but(newest)
+
+    def _unload_all_but(self, keep: int | None) -> None:
+        with self._lock:
+            if keep is None:
+                self._serving = None
+            for version, state in self._states.items():
+                if version != keep and state.state == AVAILABLE:
+                    # In-flight requests keep their own reference; dropping ours is the unload.
+                    self._states[version] = VersionState(END)
+                    log.info("unloaded servable version {name: %s version: %d}", self.model_name, version)
+
+    # -- request side ----------------------------------------------------------------------
+
+    def resolve(self, model_name: str, version: int | None) -> LoadedVersion:
+        """The loaded version for a request, or NOT_FOUND worded as TF-Serving words it."""
+        request = f"Latest({model_name})" if version is None else f"Specific({model_name}, {version})"
+        with self._lock:
+            serving = self._serving
+        if model_name != self.model_name or serving is None or version not in (None, serving.version):
+            raise not_found(f"Servable not found for request: {request}")
+        return serving
+
+    def status(self, model_name: str, version: int | None) -> list[tuple[int, VersionState]]:
+        """Version states, newest first, as GetModelStatus reports them."""
+        with self._lock:
+            states = dict(self._states) if model_name == self.model_name else {}
+        if version is not None:
+            if version not in states:
+                raise not_found(f"Could not find version {version} of model {model_name}")
+            return [(version, states[version])]
+        if not states:
+            raise not_found(f"Could not find any versions of model {model_name}")
+        return sorted(states.items(), reverse=True)
