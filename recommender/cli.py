@@ -17,6 +17,8 @@ from common.settings import ConfigError
 COMMAND_MODULES = [
     "localstack.cli",
     "recommender.init",
+    "modelserver.cli",
+    "client.cli",
     "modelsync.cli",
     "tfserving.cli",
 ]

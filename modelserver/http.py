@@ -1,0 +1,95 @@
+"""HTTP endpoints of the model server (FastAPI + uvicorn in a background thread)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+from fastapi import Body, FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from modelserver.processing import DeadLetter, Incoming, parse
+
+if TYPE_CHECKING:
+    from modelserver.loop import ModelServer
+
+log = logging.getLogger(__name__)
+
+
+def build_app(server: ModelServer) -> FastAPI:
+    app = FastAPI(title="recommender model server", docs_url=None, redoc_url=None)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        route = server.router.current
+        if route is None:
+            return JSONResponse({"ready": False, "reason": "no model known yet"}, status_code=503)
+        if not route.client.available():
+            reason = f"instance {route.update.instance} does not answer for v{route.update.version}"
+            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+        return JSONResponse(
+            {"ready": True, "instance": route.update.instance, "version": route.update.version}
+        )
+
+    @app.get("/state")
+    def state() -> dict[str, Any]:
+        return server.state()
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(server.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/recommend")
+    def recommend(body: dict[str, Any] = Body(...)) -> JSONResponse:  # noqa: B008 (FastAPI idiom)
+        # Same validation and routing as the Kafka path; request_id is optional here.
+        body = {"request_id": str(uuid.uuid4()), **body}
+        item = parse(Incoming(json.dumps(body).encode(), None, "http", -1, -1))
+        if isinstance(item, DeadLetter):
+            return JSONResponse({"error": item.error, "error_kind": item.kind.value}, status_code=422)
+        route = server.router.current
+        if route is None:
+            return JSONResponse({"error": "no model known yet"}, status_code=503)
+        from modelserver.loop import answer
+
+        answered, dead = answer([item], route, server.settings.modelserver_serving_deadline_s, server.metrics)
+        if dead:
+            return JSONResponse({"error": dead[0].error, "error_kind": dead[0].kind.value}, status_code=502)
+        return JSONResponse(answered[0][1].model_dump(mode="json"))
+
+    return app
+
+
+class HttpServer:
+    """uvicorn in a daemon thread; the Kafka loop owns the main thread and the signals."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the HTTP server did not start (is the port free?)")
+            time.sleep(0.05)
+        log.info("HTTP on port %d: /healthz /readyz /state /metrics /recommend", self.port)
+
+    @property
+    def port(self) -> int:
+        return self.server.servers[0].sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(5)

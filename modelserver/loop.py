@@ -1,0 +1,292 @@
+"""The model server process: poll a batch, answer it, produce, wait for acks, then store offsets.
+
+At-least-once: an offset is stored only after every reply and dead letter of its batch has
+been acknowledged by Kafka; if any delivery fails, the batch is re-read from its first offsets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from common.kafka import delivery_error, make_consumer, make_producer
+from common.schemas import RecommendationReply
+from modelserver.metrics import Metrics
+from modelserver.processing import (
+    DeadLetter,
+    ErrorKind,
+    Incoming,
+    Valid,
+    first_offsets,
+    next_offsets,
+    parse,
+    plan,
+    replies,
+)
+from modelserver.routing import Route, Router
+from modelserver.serving import ServingError, with_retries
+from modelserver.settings import ModelServerSettings
+from modelserver.watcher import ModelWatcher
+
+log = logging.getLogger(__name__)
+
+LAG_EVERY_S = 2.0
+
+
+def answer(
+    batch: list[Valid], route: Route, deadline_s: float, metrics: Metrics
+) -> tuple[list[tuple[Valid, RecommendationReply]], list[DeadLetter]]:
+    """Serve a batch on one route: at most three predict calls, retried until the deadline."""
+    answered: list[tuple[Valid, RecommendationReply]] = []
+    dead: list[DeadLetter] = []
+    for call in plan(batch):
+        started = time.monotonic()
+        try:
+            outputs = with_retries(
+                lambda call=call: route.client.predict(call.signature, call.inputs),
+                deadline_s,
+                on_retry=lambda error: metrics.retries.inc(),
+            )
+            answered.extend(replies(call, outputs, route.model))
+        except (ServingError, KeyError, ValueError, IndexError) as exc:
+            reason = (
+                f"{call.signature} on instance {route.update.instance} v{route.update.version} "
+                f"failed after retries until {deadline_s:g}s: {exc}"
+            )
+            log.warning("%d requests to the DLQ: %s", len(call.requests), reason)
+            dead.extend(DeadLetter(valid.source, ErrorKind.SERVING_FAILED, reason) for valid in call.requests)
+        finally:
+            metrics.predict_latency.labels(call.signature.value).observe(time.monotonic() - started)
+    return answered, dead
+
+
+def _incoming(message: Message) -> Incoming:
+    return Incoming(message.value(), message.key(), message.topic(), message.partition(), message.offset())
+
+
+class ModelServer:
+    def __init__(self, settings: ModelServerSettings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.router = Router(retire_after_s=settings.modelserver_serving_deadline_s + 30)
+        self.stop = threading.Event()
+        self.watcher = ModelWatcher(settings, self.router, self.metrics, self.stop)
+        self._paused = False
+        self._next_lag = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        from modelserver.http import HttpServer, build_app
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop.set())
+        http = HttpServer(
+            build_app(self), self.settings.modelserver_http_host, self.settings.modelserver_http_port
+        )
+        http.start()
+        self.watcher.start()
+        consumer = make_consumer(self.settings, self.settings.modelserver_group_id)
+        producer = make_producer(self.settings)
+        try:
+            consumer.subscribe(
+                [self.settings.topic_requests], on_assign=self._on_assign, on_revoke=self._on_revoke
+            )
+            log.info(
+                "consuming %s in group %s; batches of up to %d within %d ms; %s to TF-Serving",
+                self.settings.topic_requests,
+                self.settings.modelserver_group_id,
+                self.settings.modelserver_max_batch,
+                self.settings.modelserver_max_wait_ms,
+                self.settings.modelserver_protocol,
+            )
+            while not self.stop.is_set():
+                self.step(consumer, producer)
+        finally:
+            # Everything polled has been answered or re-queued by now: flush, commit, close.
+            producer.flush(30)
+            with contextlib.suppress(KafkaException):
+                consumer.commit(asynchronous=False)
+            consumer.close()
+            http.stop()
+            self.watcher.join(5)
+            log.info("stopped")
+        if self.watcher.error:
+            log.error("stopping: %s", self.watcher.error)
+            return 1
+        return 0
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.assign(partitions)
+        if self.router.current is None:
+            # Hold requests while no model is known; polling goes on so the membership survives.
+            consumer.pause(partitions)
+            self._paused = True
+        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Each batch is finished before the next poll, so the stored offsets are complete here.
+        with contextlib.suppress(KafkaException):
+            consumer.commit(asynchronous=False)
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    def step(self, consumer: Consumer, producer: Producer) -> None:
+        messages = consumer.consume(
+            self.settings.modelserver_max_batch, timeout=self.settings.modelserver_max_wait_ms / 1000
+        )
+        self._measure_lag(consumer)
+        batch = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                batch.append(_incoming(message))
+            elif error.code() != KafkaError._PARTITION_EOF:
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("consumer error: %s", error)
+        route = self.router.current
+        if route is None:
+            if batch:
+                self._rewind(consumer, batch)
+            self._hold(consumer)
+            return
+        if self._paused:
+            consumer.resume(consumer.assignment())
+            self._paused = False
+            log.info("a model is known: serving requests")
+        if batch:
+            self.process(batch, route, consumer, producer)
+
+    def _hold(self, consumer: Consumer) -> None:
+        assignment = consumer.assignment()
+        if assignment:
+            consumer.pause(assignment)
+            self._paused = True
+
+    def _rewind(self, consumer: Consumer, batch: list[Incoming]) -> None:
+        for (topic, partition), offset in first_offsets(batch).items():
+            consumer.seek(TopicPartition(topic, partition, offset))
+
+    def process(self, batch: list[Incoming], route: Route, consumer: Consumer, producer: Producer) -> None:
+        self.metrics.observe_batch(len(batch))
+        valid: list[Valid] = []
+        dead: list[DeadLetter] = []
+        for item in map(parse, batch):
+            (valid if isinstance(item, Valid) else dead).append(item)
+        answered, failed = answer(valid, route, self.settings.modelserver_serving_deadline_s, self.metrics)
+        dead.extend(failed)
+
+        errors: list[str] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                errors.append(delivery_error(err) or "unknown")
+
+        for _, reply in answered:
+            self._produce(
+                producer,
+                self.settings.topic_replies,
+                reply.request_id.encode(),
+                reply.to_bytes(),
+                None,
+                on_delivery,
+            )
+        for letter in dead:
+            self._produce(
+                producer,
+                self.settings.topic_dlq,
+                letter.source.key,
+                letter.source.value,
+                letter.headers,
+                on_delivery,
+            )
+        undelivered = producer.flush(60)
+        if undelivered or errors:
+            log.error(
+                "%d records not acknowledged (%s); re-reading the batch",
+                undelivered + len(errors),
+                errors[0] if errors else "flush timed out",
+            )
+            self._rewind(consumer, batch)
+            return
+        consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets(batch).items()])
+        now = time.time()
+        for valid_request, reply in answered:
+            self.metrics.observe_reply(
+                reply.model.instance,
+                now - valid_request.request.sent_at / 1000,
+                {
+                    "request_id": reply.request_id,
+                    "user": reply.user,
+                    "items": [item.product for item in reply.items],
+                    "model": f"{reply.model.instance}/v{reply.model.version}",
+                    "fallback": reply.fallback,
+                    "served_at": reply.served_at,
+                },
+            )
+        for letter in dead:
+            self.metrics.observe_dead_letter(
+                letter.kind.value,
+                {"dlq": letter.kind.value, "error": letter.error[:200], "offset": letter.source.offset},
+            )
+
+    @staticmethod
+    def _produce(
+        producer: Producer, topic: str, key: bytes | None, value: bytes | None, headers: Any, on_delivery: Any
+    ) -> None:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
+                return
+            except BufferError:  # the local queue is full: let deliveries drain, then retry
+                producer.poll(0.1)
+
+    def _measure_lag(self, consumer: Consumer) -> None:
+        if time.monotonic() < self._next_lag:
+            return
+        self._next_lag = time.monotonic() + LAG_EVERY_S
+        assignment = consumer.assignment()
+        if not assignment:
+            self.metrics.set_lag(None)
+            return
+        lag = 0
+        for tp in consumer.position(assignment):
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                continue
+            start = tp.offset if tp.offset >= 0 else self._committed(consumer, tp, low)
+            lag += max(0, high - start)
+        self.metrics.set_lag(lag)
+
+    @staticmethod
+    def _committed(consumer: Consumer, tp: TopicPartition, low: int) -> int:
+        with contextlib.suppress(KafkaException):
+            committed = consumer.committed([TopicPartition(tp.topic, tp.partition)], timeout=1)
+            if committed and committed[0].offset >= 0:
+                return committed[0].offset
+        return max(low, 0)
+
+    def state(self) -> dict[str, Any]:
+        route = self.router.current
+        model = None
+        if route is not None:
+            model = route.update.model_dump(mode="json") | {
+                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(route.since)),
+                "since_epoch_s": route.since,
+            }
+        return {
+            "ready": route is not None,
+            "model": model,
+            "switches": self.router.switches,
+            "protocol": self.settings.modelserver_protocol,
+            "max_batch": self.settings.modelserver_max_batch,
+            "max_wait_ms": self.settings.modelserver_max_wait_ms,
+        } | self.metrics.snapshot()

@@ -1,0 +1,101 @@
+"""Prometheus metrics (own registry) and the rolling figures behind `GET /state`."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    def __init__(self, recent: int = 20, window: int = 2000) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("recommender_requests", "Request messages consumed.", registry=r)
+        self.replies = Counter(
+            "recommender_replies", "Replies produced and acknowledged.", ["instance"], registry=r
+        )
+        self.dlq = Counter("recommender_dlq", "Requests sent to the dead-letter topic.", ["kind"], registry=r)
+        self.batch_size = Histogram(
+            "recommender_batch_size", "Requests per batch.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.predict_latency = Histogram(
+            "recommender_predict_latency_seconds",
+            "Duration of one predict call, retries included.",
+            ["signature"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.request_latency = Histogram(
+            "recommender_request_latency_seconds",
+            "From the request's sent_at to its reply being acknowledged.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter("recommender_serving_retries", "Predict calls retried.", registry=r)
+        self.switches = Counter("recommender_model_switches", "Switches to a new model.", registry=r)
+        self.ready = Gauge("recommender_ready", "1 when a model is known.", registry=r)
+        self.lag = Gauge(
+            "recommender_consumer_lag", "Messages behind the end of the requests topic.", registry=r
+        )
+        self._lock = threading.Lock()
+        self._latencies: deque[float] = deque(maxlen=window)
+        self._recent: deque[dict[str, Any]] = deque(maxlen=recent)
+        self.counts = {"requests": 0, "replies": 0, "dlq": 0, "batches": 0}
+        self.consumer_lag: int | None = None
+
+    def observe_batch(self, size: int) -> None:
+        self.requests.inc(size)
+        self.batch_size.observe(size)
+        with self._lock:
+            self.counts["requests"] += size
+            self.counts["batches"] += 1
+
+    def observe_reply(self, instance: str, latency_s: float | None, summary: dict[str, Any]) -> None:
+        self.replies.labels(instance).inc()
+        if latency_s is not None and latency_s >= 0:
+            self.request_latency.observe(latency_s)
+        with self._lock:
+            self.counts["replies"] += 1
+            if latency_s is not None and latency_s >= 0:
+                self._latencies.append(latency_s)
+            self._recent.append(summary)
+
+    def observe_dead_letter(self, kind: str, summary: dict[str, Any]) -> None:
+        self.dlq.labels(kind).inc()
+        with self._lock:
+            self.counts["dlq"] += 1
+            self._recent.append(summary)
+
+    def set_lag(self, lag: int | None) -> None:
+        self.consumer_lag = lag
+        if lag is not None:
+            self.lag.set(lag)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counts, latency percentiles (ms) over the recent window, and the last few requests."""
+        with self._lock:
+            latencies = np.array(self._latencies)
+            counts, recent = dict(self.counts), list(self._recent)
+        percentiles = (
+            {f"p{q}": round(float(np.percentile(latencies, q)) * 1000, 2) for q in (50, 95, 99)}
+            if len(latencies)
+            else {"p50": None, "p95": None, "p99": None}
+        )
+        return {
+            "counts": counts,
+            "latency_ms": percentiles | {"window": len(latencies)},
+            "consumer_lag": self.consumer_lag,
+            "recent": recent,
+            "at": time.time(),
+        }
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
