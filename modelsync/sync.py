@@ -49,6 +49,8 @@ class ModelSync:
         self.keep = keep
 
     def local_versions(self) -> list[int]:
+        if not self.model_dir.is_dir():
+            return []
         return sorted(int(p.name) for p in self.model_dir.iterdir() if p.name.isdigit() and p.is_dir())
 
     def sync_once(self) -> SyncResult:
