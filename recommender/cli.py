@@ -19,6 +19,8 @@ COMMAND_MODULES = [
     "recommender.init",
     "modelserver.cli",
     "client.cli",
+    "datapublisher.cli",
+    "trainer.cli",
     "modelsync.cli",
     "tfserving.cli",
 ]
