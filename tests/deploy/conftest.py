@@ -1,0 +1,75 @@
+"""Fixtures for the deployment tests: the cached helm binary and a chart renderer."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from localstack.provision import ProvisionError, helm_binary
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "streaming-recommender"
+FULL_VALUES = Path(__file__).with_name("values-full.yaml")
+# `helm template` assumes an old cluster unless told; the chart needs autoscaling/v2.
+KUBE_VERSION = "1.33.0"
+# The least a user must set (README "Deployment"): the MinIO credentials.
+REQUIRED_SET = ["--set", "minio.existingSecret=minio-credentials"]
+
+Renderer = Callable[..., list[dict]]
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """helm, built once with `go install` into the project cache (like the stack's servers)."""
+    try:
+        return helm_binary()
+    except ProvisionError as exc:
+        pytest.fail(f"cannot provision helm: {exc}")
+
+
+def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def render(helm: Path) -> Renderer:
+    """Render the chart with the given helm arguments; returns the manifests as dicts."""
+
+    def _render(*args: str) -> list[dict]:
+        result = run_helm(
+            helm, "template", "rel", str(CHART), "--namespace", "recs", "--kube-version", KUBE_VERSION, *args
+        )
+        assert result.returncode == 0, result.stderr
+        return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+    return _render
+
+
+def by_kind_name(manifests: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(m["kind"], m["metadata"]["name"]): m for m in manifests}
+
+
+def pod_spec(manifest: dict) -> dict:
+    """The pod spec of a Deployment, CronJob or Pod."""
+    if manifest["kind"] == "Pod":
+        return manifest["spec"]
+    if manifest["kind"] == "CronJob":
+        return manifest["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return manifest["spec"]["template"]["spec"]
+
+
+def container(manifest: dict, name: str) -> dict:
+    spec = pod_spec(manifest)
+    for item in spec["containers"] + spec.get("initContainers", []):
+        if item["name"] == name:
+            return item
+    raise AssertionError(f"{manifest['kind']}/{manifest['metadata']['name']} has no container {name}")
+
+
+def env_of(item: dict) -> dict[str, dict]:
+    """A container's env entries by name (value or valueFrom)."""
+    return {entry["name"]: entry for entry in item.get("env", [])}
