@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "trainer.cli",
     "modelsync.cli",
     "tfserving.cli",
+    "modelpublisher.cli",
 ]
 
 
