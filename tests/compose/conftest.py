@@ -29,7 +29,12 @@ def compose_binary() -> Path:
 
 
 def run_compose(
-    binary: Path, *args: str, env: dict[str, str], env_file: Path, project: str = "srtest"
+    binary: Path,
+    *args: str,
+    env: dict[str, str],
+    env_file: Path,
+    project: str = "srtest",
+    timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
     """Run compose on the repo's file with exactly `env` (plus PATH/HOME) and an explicit env file,
     so neither the caller's environment nor a developer's .env changes the result."""
@@ -48,6 +53,6 @@ def run_compose(
         env=base | env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         cwd=REPO,
     )
