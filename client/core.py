@@ -65,7 +65,7 @@ class ReplyCollector(threading.Thread):
             settings, f"client-{uuid.uuid4().hex[:12]}", **{"enable.auto.commit": False}
         )
         self._lock = threading.Condition()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.answers: dict[str, Answer] = {}
         self.duplicates: Counter[str] = Counter()
         self.dead_letters: dict[str, str] = {}
@@ -86,7 +86,7 @@ class ReplyCollector(threading.Thread):
 
     def run(self) -> None:
         try:
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 for message in self._consumer.consume(500, timeout=0.2):
                     if message.error() is None:
                         self._take(message)
@@ -138,7 +138,7 @@ class ReplyCollector(threading.Thread):
             return all(rid in self.answers or rid in self.dead_letters for rid in request_ids)
 
     def close(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(10)
 
 

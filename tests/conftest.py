@@ -57,3 +57,28 @@ def stack_env(stack_info: StackInfo, monkeypatch: pytest.MonkeyPatch) -> dict[st
 @pytest.fixture
 def settings(stack_env: dict[str, str]) -> Settings:
     return Settings.load()
+
+
+@pytest.fixture(scope="module")
+def serving_instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """Start local serving instances (model sync + TF-Serving stand-in) as processes; all stop at the end.
+
+    `start(instance, env)` takes the environment the processes see (MinIO endpoint, bucket...)
+    and returns a running `localstack.serving.ServingInstance`; its `.env()` gives SERVING_<X>_*.
+    """
+    from localstack.serving import ServingInstance
+
+    started: list[ServingInstance] = []
+
+    def start(instance: str, env: dict[str, str], **options) -> ServingInstance:
+        workdir = tmp_path_factory.mktemp(f"serving-{instance}")
+        serving = ServingInstance(workdir, instance, env=env, **options)
+        serving.start()
+        started.append(serving)
+        return serving
+
+    try:
+        yield start
+    finally:
+        for serving in started:
+            serving.stop()
