@@ -1,0 +1,144 @@
+"""A real serving world for the model-server tests: trained exports on two local serving instances.
+
+Built once per module (training and two TensorFlow servers are the slow part); each test gets
+its own topics and its own model-server process.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from common.kafka import ensure_topics, make_producer
+from common.schemas import ModelUpdate, ServingRecord, now_ms
+from common.settings import Settings
+from common.storage import SERVING_RECORD, ObjectStore
+from localstack import StackInfo
+from localstack.serving import ServingInstance
+from modelserver.local import ModelServerProcess
+
+
+@dataclass
+class World:
+    env: dict[str, str]  # stack + bucket, no topics
+    purchases: pd.DataFrame
+    instances: dict[str, ServingInstance]
+    versions: dict[str, int]
+    metrics: dict
+
+    def update(self, instance: str) -> ModelUpdate:
+        serving = self.instances[instance]
+        return ModelUpdate(
+            model=serving.model_name,
+            instance=instance,
+            url=serving.rest_url,
+            grpc=serving.grpc_target,
+            version=self.versions[instance],
+            metrics=self.metrics,
+        )
+
+
+@pytest.fixture(scope="module")
+def world(stack_info: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    from datapublisher.generate import generate_purchases
+    from datapublisher.snapshots import publish_snapshot, read_current_snapshot
+    from trainer.export import export_saved_model
+    from trainer.train import TrainConfig, train
+    from trainer.upload import upload_export
+
+    workdir = tmp_path_factory.mktemp("serving-world")
+    env = (
+        {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
+        | stack_info.env()
+        | {"MINIO_BUCKET": f"test-ms-{uuid.uuid4().hex[:8]}"}
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        store = ObjectStore.from_settings(Settings.load())
+        store.ensure_bucket()
+        purchases = generate_purchases(users=300, products=150, purchases=6000, seed=3)
+        publish_snapshot(store, purchases)
+        trained = train(read_current_snapshot(store), TrainConfig(epochs=1, embedding_dim=8), verbose=0)
+        export_saved_model(trained, workdir / "export")
+        # Two uploads of the export: `a` first, then (once `a` is recorded live) `b` with a newer version.
+        first, v1 = upload_export(store, workdir / "export")
+        store.put_model(
+            SERVING_RECORD,
+            ServingRecord(
+                model="recommender",
+                instance=first,
+                version=v1,
+                published_at=now_ms(),
+                metrics=trained.metrics,
+            ),
+        )
+        second, v2 = upload_export(store, workdir / "export")
+    assert (first, second) == ("a", "b") and v2 > v1
+    instances = {name: ServingInstance(workdir / name, name, env=env) for name in ("a", "b")}
+    try:
+        for serving in instances.values():
+            serving.start()
+        instances["a"].wait_available(v1)
+        instances["b"].wait_available(v2)
+        yield World(env, purchases, instances, {"a": v1, "b": v2}, trained.metrics.model_dump())
+    finally:
+        for serving in instances.values():
+            serving.stop()
+
+
+@pytest.fixture
+def topics_env(world: World, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The world's environment with fresh topics for this test; also set in os.environ."""
+    suffix = uuid.uuid4().hex[:8]
+    env = world.env | {
+        "TOPIC_REQUESTS": f"requests-{suffix}",
+        "TOPIC_REPLIES": f"replies-{suffix}",
+        "TOPIC_DLQ": f"dlq-{suffix}",
+        "TOPIC_MODEL_UPDATES": f"model-updates-{suffix}",
+        "MODELSERVER_GROUP_ID": f"modelserver-{suffix}",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    ensure_topics(Settings.load(), partitions=2)
+    return env
+
+
+def publish_update(update: ModelUpdate) -> None:
+    settings = Settings.load()
+    producer = make_producer(settings)
+    producer.produce(settings.topic_model_updates, key=update.model.encode(), value=update.to_bytes())
+    assert producer.flush(15) == 0
+
+
+@pytest.fixture
+def start_modelserver(topics_env: dict[str, str], tmp_path: Path) -> Iterator:
+    """Start model-server processes with extra variables; all are stopped after the test."""
+    started: list[ModelServerProcess] = []
+
+    def start(**extra: str) -> ModelServerProcess:
+        server = ModelServerProcess(tmp_path / f"modelserver-{len(started)}", dict(os.environ) | extra)
+        started.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def wait_until(predicate, timeout: float, what: str, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
