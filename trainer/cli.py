@@ -12,8 +12,7 @@ from pydantic import Field
 from common.settings import Settings
 from common.storage import ObjectStore
 from datapublisher.snapshots import NoSnapshotError, read_current_snapshot
-from trainer.export import export_saved_model
-from trainer.train import TrainConfig, train
+from trainer.config import TrainConfig
 from trainer.upload import upload_export
 
 DEFAULTS = TrainConfig()
@@ -98,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"snapshot {snapshot.pointer.snapshot_id}: {snapshot.pointer.rows:,} rows", file=sys.stderr)
+    # TensorFlow loads only here, so other `recommender` commands start fast.
+    from trainer.export import export_saved_model
+    from trainer.train import train
+
     trained = train(snapshot, config)
     m = trained.metrics
     print(

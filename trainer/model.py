@@ -97,7 +97,10 @@ class Scorer(tf.Module):
     def score_all(self, users: tf.Tensor) -> tf.Tensor:
         """users: int [batch] -> float32 [batch, products], every product scored."""
         u = tf.gather(self.users, users)
-        # Same element-wise product and reduction as score_pairs, broadcast over all products, so
-        # a pair gets the same score from either path.
-        match = self._match(u[:, None, :] * self.products[None, :, :])
+        if self.mlp:
+            match = self._match(u[:, None, :] * self.products[None, :, :])
+        else:
+            # A matrix product: far faster than the broadcast, equal to score_pairs up to float32
+            # rounding (about 1e-6).
+            match = tf.matmul(u, self.products, transpose_b=True)
         return match + tf.gather(self.user_bias, users)[:, None] + self.product_bias[None, :]

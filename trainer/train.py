@@ -12,23 +12,12 @@ import tensorflow as tf
 
 from common.schemas import ModelMetrics
 from datapublisher.snapshots import Snapshot
+from trainer.config import TrainConfig
 from trainer.data import Interactions, build_interactions, sample_epoch
 from trainer.evaluate import held_out_ranks, hit_rate_and_ndcg, popularity_scores
 from trainer.model import Scorer, build_model, model_weights
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 6
-    embedding_dim: int = 32
-    batch_size: int = 8192
-    learning_rate: float = 0.005
-    negatives: int = 4  # sampled unbought products per positive, redrawn every epoch
-    mlp_units: int = 0  # 0: plain dot product; >0: a hidden layer of this width over u * p
-    l2: float = 1e-6
-    seed: int = 0
 
 
 @dataclass
@@ -61,10 +50,9 @@ class _Epochs(keras.utils.PyDataset):
         return {"user": self.users[part], "product": self.products[part]}, self.labels[part]
 
 
-def train(
-    snapshot: Snapshot, config: TrainConfig = TrainConfig(), verbose: int | str = "auto"
-) -> TrainedModel:
+def train(snapshot: Snapshot, config: TrainConfig | None = None, verbose: int | str = "auto") -> TrainedModel:
     """Fit the collaborative filter on the snapshot and evaluate it against popularity."""
+    config = config or TrainConfig()
     started = time.monotonic()
     keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)

@@ -1,0 +1,128 @@
+"""The exported SavedModel, loaded back from MinIO: the contract's signatures and their promises."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from common.schemas import MAX_K, ModelMetrics
+from common.storage import EXPORT_METADATA, model_version_prefix
+from trainer.config import TrainConfig
+from trainer.export import PAD_PRODUCT, PAD_SCORE, export_saved_model
+from trainer.train import train
+
+from .conftest import Exported
+
+
+def strings(tensor) -> list[str]:
+    return [value.decode() for value in tensor.numpy().ravel()]
+
+
+def purchased_by(exported: Exported, user: str) -> set[str]:
+    rows = exported.snapshot.purchases
+    return set(rows.loc[rows["user"] == user, "product"])
+
+
+USERS = ["u0", "u1", "u17", "u1999", "nobody", "", "u0"]
+
+
+def test_signatures_and_shapes(exported: Exported):
+    assert set(exported.loaded.signatures) == {"serving_default", "recommend", "recommend_with_purchased"}
+    out = exported.loaded.signatures["recommend"](users=tf.constant(USERS))
+    assert out["products"].dtype == tf.string and out["products"].shape == (len(USERS), MAX_K)
+    assert out["scores"].dtype == tf.float32 and out["scores"].shape == (len(USERS), MAX_K)
+    assert out["fallback"].dtype == tf.bool and out["fallback"].shape == (len(USERS),)
+    scores = out["scores"].numpy()
+    assert (np.diff(scores, axis=1) <= 0).all()  # best first
+
+
+def test_recommend_scores_equal_serving_default_scores(exported: Exported):
+    model = exported.loaded.signatures
+    for name in ("recommend", "recommend_with_purchased"):
+        out = model[name](users=tf.constant(USERS))
+        users = np.repeat(np.array(USERS), MAX_K)
+        pairs = model["serving_default"](users=tf.constant(users), products=tf.reshape(out["products"], [-1]))
+        np.testing.assert_allclose(
+            pairs["scores"].numpy(), out["scores"].numpy().ravel(), rtol=1e-6, atol=1e-6
+        )
+
+
+def test_purchased_products_are_excluded(exported: Exported):
+    model = exported.loaded.signatures
+    heavy = exported.snapshot.purchases["user"].value_counts().index[:20].tolist()
+    excluded = model["recommend"](users=tf.constant(heavy))["products"]
+    included = model["recommend_with_purchased"](users=tf.constant(heavy))["products"]
+    overlap = 0
+    for row, user in enumerate(heavy):
+        bought = purchased_by(exported, user)
+        assert not bought & set(strings(excluded[row]))
+        overlap += len(bought & set(strings(included[row])))
+    assert overlap > 0  # without exclusion the same users do get products they bought
+
+
+def test_unknown_users_get_popular_products(exported: Exported):
+    out = exported.loaded.signatures["recommend"](users=tf.constant(["u5", "nobody", "u6", "12345"]))
+    assert out["fallback"].numpy().tolist() == [False, True, False, True]
+    counts = exported.snapshot.purchases.groupby("product")["user"].nunique().sort_values(ascending=False)
+    top = strings(out["products"][1])
+    assert top == strings(out["products"][3])
+    assert top[:10] == counts.index[:10].tolist()
+    assert strings(out["products"][0]) != top
+
+
+def test_same_input_same_output(exported: Exported):
+    model = exported.loaded.signatures
+    first = model["recommend"](users=tf.constant(USERS))
+    second = model["recommend"](users=tf.constant(USERS))
+    assert strings(first["products"]) == strings(second["products"])
+    np.testing.assert_array_equal(first["scores"].numpy(), second["scores"].numpy())
+    pairs = dict(users=tf.constant(["u3", "u3", "x"]), products=tf.constant(["p1", "p2", "p1"]))
+    np.testing.assert_array_equal(
+        model["serving_default"](**pairs)["scores"].numpy(),
+        model["serving_default"](**pairs)["scores"].numpy(),
+    )
+
+
+def test_unseen_product_is_scored_not_an_error(exported: Exported):
+    scores = exported.loaded.signatures["serving_default"](
+        users=tf.constant(["u3", "nobody"]), products=tf.constant(["no-such-product", "no-such-product"])
+    )["scores"].numpy()
+    assert (scores == np.float32(PAD_SCORE)).all()
+
+
+def test_metadata_holds_the_metrics(exported: Exported):
+    key = model_version_prefix(exported.instance, exported.version) + EXPORT_METADATA
+    metadata = json.loads(exported.store.get_bytes(key))
+    metrics = ModelMetrics.model_validate(metadata["metrics"])
+    assert metrics == exported.trained.metrics
+    assert metadata["snapshot_id"] == exported.snapshot.pointer.snapshot_id
+    assert metadata["config"]["embedding_dim"] == 16
+
+
+def test_model_beats_popularity_on_the_small_preset(exported: Exported):
+    m = exported.trained.metrics
+    assert m.evaluated_users > 1500
+    assert 0 < m.popularity_hr_at_10 < 1
+    assert m.hr_at_10 >= 1.5 * m.popularity_hr_at_10
+    assert m.ndcg_at_10 > m.popularity_ndcg_at_10
+
+
+@pytest.mark.parametrize("mlp_units", [0, 8])
+def test_tiny_catalogue_is_padded(exported: Exported, tmp_path, mlp_units):
+    rows = exported.snapshot.purchases
+    tiny = rows[rows["product"].isin(["p1", "p2", "p3", "p4", "p5"])]
+    snapshot = type(exported.snapshot)(exported.snapshot.pointer, tiny.reset_index(drop=True))
+    trained = train(snapshot, TrainConfig(epochs=1, embedding_dim=4, batch_size=512, mlp_units=mlp_units), 0)
+    model = tf.saved_model.load(str(export_saved_model(trained, tmp_path / "tiny")))
+    user = tiny["user"].iloc[0]
+    out = model.signatures["recommend"](users=tf.constant([user]))
+    products = strings(out["products"][0])
+    bought = set(tiny.loc[tiny["user"] == user, "product"])
+    assert set(products[: 5 - len(bought)]) == {"p1", "p2", "p3", "p4", "p5"} - bought
+    assert products[5 - len(bought) :] == [PAD_PRODUCT] * (MAX_K - 5 + len(bought))
+    assert (out["scores"].numpy()[0, 5 - len(bought) :] == np.float32(PAD_SCORE)).all()
+    pairs = model.signatures["serving_default"](
+        users=tf.constant([user] * 5), products=tf.constant(["p1", "p2", "p3", "p4", "p5"])
+    )["scores"].numpy()
+    assert np.isfinite(pairs).all() and (pairs > PAD_SCORE).all()
