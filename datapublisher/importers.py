@@ -106,13 +106,22 @@ def _frame(
 
 
 def _lines(path: Path, progress: Progress | None) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) of every non-blank CSV record, reporting progress by bytes."""
+    """(line number, fields) of every non-blank CSV record, reporting progress by characters read."""
     total = os.path.getsize(path)
+    read = 0
+
+    def counted(handle: Iterator[str]) -> Iterator[str]:
+        # tell() is disabled while a text file is iterated, so count what passes through instead.
+        nonlocal read
+        for text in handle:
+            read += len(text)
+            yield text
+
     with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
+        reader = csv.reader(counted(handle))
         for count, fields in enumerate(reader, start=1):
             if progress is not None and count % PROGRESS_EVERY_ROWS == 0:
-                progress(count, handle.tell(), total)
+                progress(count, min(read, total - 1), total)
             if fields and any(f.strip() for f in fields):
                 yield reader.line_num, fields
         if progress is not None:

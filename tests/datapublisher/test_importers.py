@@ -114,3 +114,15 @@ def test_timestamps():
     with pytest.raises(ValueError):
         parse_timestamp_ms("soon")
     assert parse_timestamp_ms("2026-01-01") == pd.Timestamp("2026-01-01", tz="UTC").value // 1_000_000
+
+
+def test_progress_is_reported_while_reading(tmp_path, monkeypatch):
+    monkeypatch.setattr("datapublisher.importers.PROGRESS_EVERY_ROWS", 2)
+    path = tmp_path / "p.csv"
+    path.write_text("user,product,quantity,timestamp\n" + "".join(f"u{i},p{i},1,{i}\n" for i in range(5)))
+    calls = []
+    import_csv(path, progress=lambda rows, done, total: calls.append((rows, done, total)))
+    size = path.stat().st_size
+    assert [rows for rows, _, _ in calls] == [2, 4, 6, 6]  # every 2 records, then the end
+    assert all(0 < done <= total == size for _, done, total in calls) and calls[-1][1] == size
+    assert calls[0][1] < calls[1][1] < calls[2][1] < calls[3][1]
