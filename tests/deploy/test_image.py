@@ -141,7 +141,18 @@ def image(pytestconfig: pytest.Config) -> str:
         built = _run(command, timeout=3600)
     if built.returncode != 0:
         pytest.fail(f"image build failed:\n{_tail(built, 40)}")
+    _remove_older_tags(tag)
     return tag
+
+
+def _remove_older_tags(current: str) -> None:
+    """Untag the images of earlier sources, so the store keeps one project image (layers stay cached)."""
+    listed = _run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPOSITORY])
+    for name in listed.stdout.split():
+        if name != current and name.startswith(IMAGE_REPOSITORY + ":"):
+            # With the name given twice only that name goes: alone it would strip every name of
+            # the image, the current one too when both builds produced the same image.
+            _run(["podman", "untag", name, name])
 
 
 def podman_run(image: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
