@@ -1,0 +1,248 @@
+"""`recommender pipeline compile|upload|schedule|run`: the training pipeline for the KFP UI and locally."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from common.settings import ServingSettings
+from pipelines.recommender_pipeline import DEFAULT_IMAGE, PIPELINE_NAME, build_pipeline
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PACKAGE = Path("recommender-pipeline.yaml")
+
+
+class PipelineSettings(ServingSettings):
+    kfp_host: str | None = Field(
+        None, description="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow:80."
+    )
+    kfp_experiment: str = Field("streaming-recommender", description="Experiment for recurring runs.")
+    pipeline_image: str = Field(DEFAULT_IMAGE, description="Image the components run in.")
+    pipeline_root: Path = Field(
+        Path(tempfile.gettempdir()) / "recommender-pipeline", description="Artifacts of local runs."
+    )
+
+
+class PipelineError(Exception):
+    """A pipeline command failed for a reason the user can act on; the message is one line."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "pipeline",
+        help="compile, upload, schedule or run the training pipeline",
+        description="The KFP v2 training pipeline: data -> train -> evaluate (quality gate) -> export to "
+        "the idle instance -> publish. KFP_HOST (or --host) names the KFP API for upload and schedule.",
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    compile_ = actions.add_parser("compile", help="write the pipeline package YAML for the KFP UI")
+    compile_.add_argument("--output", type=Path, default=DEFAULT_PACKAGE, help="default: %(default)s")
+    compile_.add_argument("--image", help=f"component image (default: PIPELINE_IMAGE, {DEFAULT_IMAGE})")
+
+    upload = actions.add_parser("upload", help="create the pipeline, or a new version of it, on KFP")
+    upload.add_argument("--host", help="KFP API endpoint (default: KFP_HOST)")
+    upload.add_argument("--name", default=PIPELINE_NAME, help="pipeline name (default: %(default)s)")
+    upload.add_argument("--version", help="version name (default: a timestamp)")
+    upload.add_argument("--image", help="component image (default: PIPELINE_IMAGE)")
+
+    schedule = actions.add_parser(
+        "schedule",
+        help="create a recurring run (max_concurrency=1, no catch-up)",
+        description="Create a recurring run of the pipeline. Runs never overlap (max_concurrency=1: two "
+        "runs would target the same idle instance) and missed intervals are not caught up.",
+    )
+    when = schedule.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help='KFP cron with seconds, e.g. "0 0 * * * *" (hourly)')
+    when.add_argument("--every", type=parse_interval, help="interval such as 30m, 1h, 1d")
+    schedule.add_argument("--host", help="KFP API endpoint (default: KFP_HOST)")
+    schedule.add_argument("--name", default=f"{PIPELINE_NAME}-recurring", help="default: %(default)s")
+    schedule.add_argument("--image", help="component image (default: PIPELINE_IMAGE)")
+    schedule.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="a pipeline parameter (repeatable)"
+    )
+
+    run_ = actions.add_parser("run", help="run the pipeline locally with kfp.local against the local stack")
+    run_.add_argument("--local", action="store_true", required=True, help="run with kfp.local (required)")
+    run_.add_argument("--every", type=parse_interval, help="repeat every interval (e.g. 10m) until Ctrl-C")
+    run_.add_argument("--publish-new-data", action="store_true", help="generate and publish data first")
+    run_.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="a pipeline parameter (repeatable)"
+    )
+    parser.set_defaults(handler=run)
+
+
+def parse_interval(text: str) -> int:
+    """'90s', '10m', '1h', '1d' -> seconds."""
+    match = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise argparse.ArgumentTypeError(f"expected an interval like 30s, 10m, 1h or 1d, got {text!r}")
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """NAME=VALUE pairs, typed by the pipeline's own parameter defaults."""
+    signature = build_pipeline().component_spec.inputs or {}
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in signature:
+            raise PipelineError(f"unknown pipeline parameter {name!r}; known: {', '.join(sorted(signature))}")
+        kind = signature[name].type
+        try:
+            params[name] = {
+                "Integer": int,
+                "Float": float,
+                "Boolean": lambda v: {"true": True, "false": False}[v.lower()],
+            }.get(kind, str)(value)
+        except (ValueError, KeyError):
+            raise PipelineError(
+                f"pipeline parameter {name}: {value!r} is not a valid {kind.lower()}"
+            ) from None
+    return params
+
+
+def compile_package(output: Path, image: str) -> Path:
+    from kfp import compiler
+
+    compiler.Compiler().compile(build_pipeline(image), str(output))
+    return output
+
+
+def kfp_client(host: str | None) -> Any:
+    """A kfp.Client for `host`; an unreachable endpoint is a one-line PipelineError."""
+    import kfp
+
+    if not host:
+        raise PipelineError("no KFP endpoint: pass --host or set KFP_HOST")
+    try:
+        client = kfp.Client(host=host)
+        client.get_kfp_healthz()
+    except Exception as exc:  # kfp raises transport errors of several libraries
+        raise PipelineError(
+            f"cannot reach the KFP API at {host}: {type(exc).__name__}: {exc}".splitlines()[0]
+        ) from None
+    return client
+
+
+def upload(client: Any, package: Path, name: str, version: str | None) -> str:
+    """Create the pipeline, or a new version of it when one of that name exists."""
+    pipeline_id = client.get_pipeline_id(name)
+    if pipeline_id is None:
+        created = client.upload_pipeline(str(package), pipeline_name=name)
+        return f"created pipeline {name} ({created.pipeline_id})"
+    version = version or time.strftime("v%Y%m%d-%H%M%S")
+    client.upload_pipeline_version(str(package), pipeline_version_name=version, pipeline_id=pipeline_id)
+    return f"uploaded version {version} of pipeline {name} ({pipeline_id})"
+
+
+def schedule(
+    client: Any, package: Path, experiment: str, job_name: str, cron: str | None, every: int | None,
+    params: dict[str, Any],
+) -> str:  # fmt: skip
+    experiment_id = client.create_experiment(experiment).experiment_id
+    run = client.create_recurring_run(
+        experiment_id=experiment_id,
+        job_name=job_name,
+        cron_expression=cron,
+        interval_second=every,
+        max_concurrency=1,  # overlapping runs would both target the same idle instance
+        no_catchup=True,  # after a pause, run once rather than once per missed interval
+        pipeline_package_path=str(package),
+        params=params,
+        enable_caching=False,
+    )
+    return f"recurring run {job_name} created ({run.recurring_run_id}) in experiment {experiment}"
+
+
+def local_arguments(
+    settings: PipelineSettings, params: dict[str, Any], publish_new_data: bool
+) -> dict[str, Any]:
+    """Pipeline arguments that point a local run at the environment's stack and instances."""
+    return {
+        "minio_endpoint": settings.minio_endpoint,
+        "minio_bucket": settings.minio_bucket,
+        "minio_secure": settings.minio_secure,
+        "kafka_bootstrap_servers": settings.kafka["bootstrap.servers"],
+        "topic_model_updates": settings.topic_model_updates,
+        "model_name": settings.model_name,
+        "serving_a_url": settings.serving_a_url,
+        "serving_a_grpc": settings.serving_a_grpc,
+        "serving_b_url": settings.serving_b_url,
+        "serving_b_grpc": settings.serving_b_grpc,
+        "publish_new_data": publish_new_data,
+        **params,
+    }
+
+
+def run_local(settings: PipelineSettings, arguments: dict[str, Any]) -> dict[str, Any]:
+    """One local run with kfp.local's SubprocessRunner in this environment; returns its outputs."""
+    from kfp import local
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(settings.pipeline_root))
+    task = build_pipeline(settings.pipeline_image)(**arguments)
+    return dict(task.outputs) if task.outputs else {}
+
+
+def run(args: argparse.Namespace, client_factory: Callable[[str | None], Any] = kfp_client) -> int:
+    settings = PipelineSettings.load()
+    try:
+        match args.action:
+            case "compile":
+                path = compile_package(args.output, args.image or settings.pipeline_image)
+                print(f"wrote {path}: upload it in the KFP UI (Pipelines -> Upload pipeline)")
+            case "upload":
+                client = client_factory(args.host or settings.kfp_host)
+                with tempfile.TemporaryDirectory() as tmp:
+                    package = compile_package(
+                        Path(tmp) / "pipeline.yaml", args.image or settings.pipeline_image
+                    )
+                    print(upload(client, package, args.name, args.version))
+            case "schedule":
+                params = parse_params(args.param)
+                client = client_factory(args.host or settings.kfp_host)
+                with tempfile.TemporaryDirectory() as tmp:
+                    package = compile_package(
+                        Path(tmp) / "pipeline.yaml", args.image or settings.pipeline_image
+                    )
+                    print(
+                        schedule(
+                            client, package, settings.kfp_experiment, args.name, args.cron, args.every, params
+                        )
+                    )
+            case "run":
+                return _run_local_loop(settings, parse_params(args.param), args.publish_new_data, args.every)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_local_loop(
+    settings: PipelineSettings, params: dict[str, Any], publish_new_data: bool, every: int | None
+) -> int:
+    """One run, or one run every `every` seconds (the local equivalent of a recurring run)."""
+    while True:
+        started = time.monotonic()
+        try:
+            run_local(settings, local_arguments(settings, params, publish_new_data))
+            print(f"pipeline run finished in {time.monotonic() - started:.0f}s", flush=True)
+        except Exception as exc:  # a recurring run reports a failed run and goes on
+            print(f"error: pipeline run failed: {exc}".splitlines()[0], file=sys.stderr, flush=True)
+            if every is None:
+                return 1
+        if every is None:
+            return 0
+        pause = max(0.0, every - (time.monotonic() - started))
+        print(f"next run in {pause:.0f}s (Ctrl-C stops)", flush=True)
+        time.sleep(pause)
