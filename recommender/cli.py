@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "modelsync.cli",
     "tfserving.cli",
     "modelpublisher.cli",
+    "pipelines.cli",
 ]
 
 
