@@ -25,11 +25,9 @@ test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
 
-# Until the demo command lands: the largest slice that runs end to end.
+# The whole system locally: stack, data, pipeline, serving, model server, load, swaps. Ctrl-C stops it.
 demo: install
-	$(BIN)/recommender stack up
-	eval "$$($(BIN)/recommender stack env)" && $(BIN)/recommender init
-	$(BIN)/recommender stack status
+	$(BIN)/recommender demo $(DEMO_ARGS)
 
 stack-up: install
 	$(BIN)/recommender stack up

@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "tfserving.cli",
     "modelpublisher.cli",
     "pipelines.cli",
+    "recommender.demo",
 ]
 
 
