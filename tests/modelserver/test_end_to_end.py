@@ -105,6 +105,7 @@ def test_a_model_swap_under_load_loses_nothing_and_both_versions_answer(world, s
     swap.start()
     report = run_load(settings, users, duration_s=12, rate=250, k=5, drain_s=60, seed=1)
     swap.join()
+    print(f"\nswap under load:\n{report.summary()}")
     assert report.sent > 1000
     assert report.unanswered == [] and report.dlq == 0
     assert report.answered == report.sent
@@ -132,7 +133,7 @@ def test_sigkill_mid_load_and_restart_loses_no_request(world, start_modelserver)
     assert report.unanswered == [] and report.dlq == 0
     # Duplicates are allowed (re-read after the crash) and counted, never double-counted as answers.
     assert report.answered == report.sent
-    print(f"duplicates after SIGKILL: {report.duplicates}")
+    print(f"\nSIGKILL mid-load and restart:\n{report.summary()}")
 
 
 def test_a_thousand_malformed_messages_go_to_the_dlq_and_good_requests_are_answered(world, start_modelserver):
