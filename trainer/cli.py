@@ -18,6 +18,20 @@ from trainer.upload import upload_export
 DEFAULTS = TrainConfig()
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0 (got {text})")
+    return value
+
+
 class TrainerSettings(Settings):
     trainer_epochs: int = Field(DEFAULTS.epochs, ge=1, description="Default of --epochs.")
     trainer_embedding_dim: int = Field(
@@ -45,17 +59,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "models/<idle instance>/<version>/ with _COMPLETE written last. Defaults come from "
         "TRAINER_EPOCHS, TRAINER_EMBEDDING_DIM, TRAINER_BATCH_SIZE and TRAINER_LEARNING_RATE.",
     )
-    run_parser.add_argument("--epochs", type=int, help=f"training epochs (default {DEFAULTS.epochs})")
     run_parser.add_argument(
-        "--embedding-dim", type=int, help=f"embedding size (default {DEFAULTS.embedding_dim})"
+        "--epochs", type=_positive_int, help=f"training epochs (default {DEFAULTS.epochs})"
     )
-    run_parser.add_argument("--batch-size", type=int, help=f"batch size (default {DEFAULTS.batch_size})")
     run_parser.add_argument(
-        "--learning-rate", type=float, help=f"Adam learning rate (default {DEFAULTS.learning_rate})"
+        "--embedding-dim", type=_positive_int, help=f"embedding size (default {DEFAULTS.embedding_dim})"
+    )
+    run_parser.add_argument(
+        "--batch-size", type=_positive_int, help=f"batch size (default {DEFAULTS.batch_size})"
+    )
+    run_parser.add_argument(
+        "--learning-rate", type=_positive_float, help=f"Adam learning rate (default {DEFAULTS.learning_rate})"
     )
     run_parser.add_argument(
         "--negatives",
-        type=int,
+        type=_positive_int,
         default=DEFAULTS.negatives,
         help=f"sampled negatives per purchase, redrawn each epoch (default {DEFAULTS.negatives})",
     )
