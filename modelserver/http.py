@@ -7,11 +7,12 @@ import logging
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import Body, FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from modelserver.processing import DeadLetter, Incoming, parse
@@ -21,9 +22,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A static page with no build step: its script polls /state once a second.
+STATUS_PAGE = (Path(__file__).parent / "status.html").read_text(encoding="utf-8")
+
 
 def build_app(server: ModelServer) -> FastAPI:
     app = FastAPI(title="recommender model server", docs_url=None, redoc_url=None)
+
+    @app.get("/", response_class=HTMLResponse)
+    def status_page() -> str:
+        return STATUS_PAGE
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -185,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
         pipeline = PipelineRuns(workdir, dict(os.environ), args.preset)
         if not pipeline.run(stop):
             return 0 if stop.is_set() else 1
+        if not _wait_ready(server, stop):
+            _say(f"the model server did not pick up the model; see {server.log_path}")
+            return 1
         users = snapshot_users(settings)
         return _stream(args, settings, users, pipeline, server.url, stop, run_load)
     except KeyboardInterrupt:
@@ -198,6 +201,18 @@ def run(args: argparse.Namespace) -> int:
             serving.stop()
         stack.down()
         _say(f"stopped; logs are in {workdir}")
+
+
+def _wait_ready(server, stop: threading.Event, timeout: float = 180.0) -> bool:
+    """Block until the model server has switched to the published model (/readyz answers 200)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stop.is_set():
+        answer = server.get_json("/readyz")
+        if answer is not None and answer[0] == 200:
+            _say(f"model server serving instance {answer[1]['instance']} version {answer[1]['version']}")
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def _describe(recent: dict) -> str:
