@@ -1,7 +1,9 @@
-"""A real serving world for the model-server tests: trained exports on two local serving instances.
+"""A real serving world shared by the model-server and fault tests: trained exports on two local
+serving instances.
 
 Built once per module (training and two TensorFlow servers are the slow part); each test gets
-its own topics and its own model-server process.
+its own topics and its own model-server process. A test module uses it by importing the
+fixtures `world`, `topics_env` and `start_modelserver` into its conftest.
 """
 
 from __future__ import annotations

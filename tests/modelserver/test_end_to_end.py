@@ -25,7 +25,7 @@ from client.core import ReplyCollector, run_load, send, snapshot_users
 from common.kafka import make_consumer, make_producer
 from common.schemas import DeadLetterHeaders, RecommendationRequest
 from common.settings import Settings
-from tests.modelserver.conftest import publish_update, wait_until
+from tests.serving_world import publish_update, wait_until
 
 pytestmark = pytest.mark.stack
 

@@ -1,0 +1,5 @@
+"""The model-server tests use the shared serving world (tests/serving_world.py)."""
+
+from tests.serving_world import start_modelserver, topics_env, world
+
+__all__ = ["start_modelserver", "topics_env", "world"]
