@@ -231,8 +231,9 @@ def run_load(
     stop: threading.Event | None = None,
     seed: int | None = None,
 ) -> LoadReport:
-    """Send requests for `duration_s` at `rate` per second (None: as fast as possible), then wait
-    up to `drain_s` for the outstanding replies. Users are drawn uniformly from `users`."""
+    """Send requests for `duration_s` at `rate` per second (None: as fast as possible), or until
+    `stop` is set, then wait up to `drain_s` for the outstanding replies. Users are drawn
+    uniformly from `users`."""
     if not users:
         raise ClientError("no users to draw requests from")
     stop = stop or threading.Event()
@@ -283,7 +284,8 @@ def run_load(
         if producer.flush(60) != 0:
             raise ClientError("requests were not acknowledged by Kafka within 60s")
         drain_until = time.monotonic() + drain_s
-        while time.monotonic() < drain_until and not stop.is_set():
+        # Draining goes on after `stop`: it ends the sending, and the replies still count.
+        while time.monotonic() < drain_until:
             if collector.settled(sent_at):
                 break
             report_progress(True)
