@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo stack-up stack-down lock clean
+.PHONY: install test lint demo bench stack-up stack-down lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ test: lint
 # The whole system locally: stack, data, pipeline, serving, model server, load, swaps. Ctrl-C stops it.
 demo: install
 	$(BIN)/recommender demo $(DEMO_ARGS)
+
+# Benchmarks on the local real stack (not part of `make test`): bench/results/*.json, plots, summary.md.
+# implicit (ALS, for the quality comparison) is a bench-only dependency, kept out of requirements.lock.
+bench: install
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 stack-up: install
 	$(BIN)/recommender stack up

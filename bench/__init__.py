@@ -1,0 +1,1 @@
+"""Benchmarks of the local real stack: `make bench` (`python -m bench`)."""

@@ -1,0 +1,135 @@
+"""Open-loop load with per-request timestamps (client.core.run_load keeps only latencies).
+
+The swap section needs to know *when* each request was sent to find those sent during a swap,
+and the ramp needs the achieved send rate, so this keeps both.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from client.core import ReplyCollector, send
+from common.kafka import make_producer
+from common.schemas import RecommendationRequest
+from common.settings import Settings
+
+
+class PromptCollector(ReplyCollector):
+    """ReplyCollector reading with a 5 ms wait: its own `consume(500, timeout=0.2)` returns only when
+    500 messages arrived or 200 ms passed, which adds up to 200 ms to every latency at low rates."""
+
+    def run(self) -> None:
+        try:
+            while not self._halt.is_set():
+                for message in self._consumer.consume(500, timeout=0.005):
+                    if message.error() is None:
+                        self._take(message)
+        finally:
+            self._consumer.close()
+
+
+@dataclass
+class TimedLoad:
+    offered_rate: float
+    duration_s: float
+    send_seconds: float = 0.0  # how long sending took: above duration_s, the client fell behind
+    sent_at: list[float] = field(default_factory=list)  # seconds since the load started
+    latency_ms: list[float | None] = field(default_factory=list)  # None: no reply
+    dead_lettered: int = 0
+    duplicates: int = 0
+    settle_seconds: float = 0.0  # from the last send to the last reply
+    reply_span_s: float = 0.0  # from the first reply to the last: the answered rate's denominator
+
+    @property
+    def sent(self) -> int:
+        return len(self.sent_at)
+
+    @property
+    def answered(self) -> int:
+        return sum(1 for value in self.latency_ms if value is not None)
+
+    @property
+    def lost(self) -> int:
+        """Neither answered nor dead-lettered."""
+        return self.sent - self.answered - self.dead_lettered
+
+    @property
+    def answered_rate(self) -> float:
+        """Replies per second while they flowed; the pipeline's fixed latency cancels out."""
+        return self.answered / max(self.reply_span_s, self.send_seconds, 1e-9) if self.answered > 1 else 0.0
+
+    def percentile(self, q: float) -> float | None:
+        values = [v for v in self.latency_ms if v is not None]
+        return float(np.percentile(values, q)) if values else None
+
+    def summary(self) -> dict:
+        return {
+            "offered_rate": self.offered_rate,
+            "achieved_send_rate": round(self.sent / self.send_seconds, 1) if self.send_seconds else None,
+            "sent": self.sent,
+            "answered": self.answered,
+            "dead_lettered": self.dead_lettered,
+            "lost": self.lost,
+            "duplicates": self.duplicates,
+            "answered_rate": round(self.answered_rate, 1),
+            "p50_ms": self.percentile(50),
+            "p99_ms": self.percentile(99),
+            "max_ms": max((v for v in self.latency_ms if v is not None), default=None),
+            "settle_seconds": round(self.settle_seconds, 2),
+        }
+
+
+def timed_load(
+    settings: Settings,
+    users: list[str],
+    rate: float,
+    duration_s: float,
+    k: int = 10,
+    drain_s: float = 30.0,
+    seed: int = 0,
+) -> TimedLoad:
+    """Send `rate` requests/s for `duration_s` (paced by schedule, not by replies), then wait up
+    to `drain_s` for the replies."""
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(users), size=int(rate * duration_s) + 1)
+    collector = PromptCollector(settings)
+    collector.start()
+    producer = make_producer(settings, **{"linger.ms": 1})
+    ids: list[str] = []
+    result = TimedLoad(rate, duration_s)
+    start = time.monotonic()
+    try:
+        for i, pick in enumerate(picks[:-1]):
+            due = start + i / rate
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            request = RecommendationRequest(request_id=str(uuid.uuid4()), user=users[int(pick)], k=k)
+            ids.append(request.request_id)
+            result.sent_at.append(time.monotonic() - start)
+            send(producer, settings, request)
+        result.send_seconds = time.monotonic() - start
+        producer.flush(60)
+        until = time.monotonic() + drain_s
+        while time.monotonic() < until and not collector.settled(ids):
+            time.sleep(0.05)
+    finally:
+        collector.close()
+    last, first = start, None
+    for request_id, sent in zip(ids, result.sent_at, strict=True):
+        answer = collector.answers.get(request_id)
+        if answer is None:
+            result.latency_ms.append(None)
+            result.dead_lettered += request_id in collector.dead_letters
+            continue
+        result.latency_ms.append((answer.received - start - sent) * 1000)
+        last = max(last, answer.received)
+        first = answer.received if first is None else min(first, answer.received)
+    result.duplicates = sum(collector.duplicates.values())
+    result.settle_seconds = max(0.0, last - start - result.send_seconds)
+    result.reply_span_s = 0.0 if first is None else last - first
+    return result
