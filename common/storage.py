@@ -17,7 +17,7 @@ from minio import Minio
 from minio.error import S3Error
 from pydantic import BaseModel
 
-from common.schemas import Instance
+from common.schemas import Instance, ServingRecord, other_instance
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -148,3 +148,9 @@ class ObjectStore:
             if len(parts) == 2 and parts[1] == COMPLETION_MARKER and parts[0].isdigit():
                 versions.append(int(parts[0]))
         return sorted(versions)
+
+
+def idle_instance(store: ObjectStore) -> Instance:
+    """Where a new export goes: the instance `models/serving.json` does not name (`a` at first)."""
+    record = store.get_model(SERVING_RECORD, ServingRecord)
+    return "a" if record is None else other_instance(record.instance)

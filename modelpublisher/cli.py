@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common.storage import ObjectStore
+from common.storage import ObjectStore, idle_instance
 from modelpublisher.publisher import (
     ModelPublisherSettings,
     PublishError,
-    idle_instance,
     newest_complete_version,
     publish,
     rollback,

@@ -26,7 +26,6 @@ from common.schemas import (
     ServingRecord,
     SnapshotPointer,
     now_ms,
-    other_instance,
 )
 from common.settings import ServingSettings
 from common.storage import (
@@ -87,12 +86,6 @@ def newest_complete_version(store: ObjectStore, instance: Instance) -> int:
     if not versions:
         raise PublishError(f"instance {instance} has no complete model version in storage")
     return versions[-1]
-
-
-def idle_instance(store: ObjectStore) -> Instance:
-    """Where a new export goes: the instance not named by serving.json (`a` before any publish)."""
-    record = store.get_model(SERVING_RECORD, ServingRecord)
-    return "a" if record is None else other_instance(record.instance)
 
 
 def wait_available(client: httpx.Client, url: str, model: str, version: int, deadline_seconds: float) -> None:

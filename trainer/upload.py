@@ -12,16 +12,16 @@ import logging
 import time
 from pathlib import Path
 
-from common.schemas import INSTANCES, Instance, ServingRecord, other_instance
-from common.storage import SERVING_RECORD, ObjectStore, completion_marker, model_prefix, model_version_prefix
+from common.schemas import INSTANCES, Instance
+from common.storage import (
+    ObjectStore,
+    completion_marker,
+    idle_instance,
+    model_prefix,
+    model_version_prefix,
+)
 
 log = logging.getLogger(__name__)
-
-
-def idle_instance(store: ObjectStore) -> Instance:
-    """The instance not serving now; `a` before anything was ever published."""
-    record = store.get_model(SERVING_RECORD, ServingRecord)
-    return "a" if record is None else other_instance(record.instance)
 
 
 def existing_versions(store: ObjectStore) -> set[int]:
