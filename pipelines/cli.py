@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field
 
 from common.settings import ServingSettings
-from pipelines.recommender_pipeline import DEFAULT_IMAGE, PIPELINE_NAME, build_pipeline
+from pipelines import DEFAULT_IMAGE, PIPELINE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,8 @@ def parse_interval(text: str) -> int:
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
     """NAME=VALUE pairs, typed by the pipeline's own parameter defaults."""
+    from pipelines.recommender_pipeline import build_pipeline  # kfp imports slowly: only when used
+
     signature = build_pipeline().component_spec.inputs or {}
     params: dict[str, Any] = {}
     for pair in pairs:
@@ -114,6 +116,8 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
 
 def compile_package(output: Path, image: str) -> Path:
     from kfp import compiler
+
+    from pipelines.recommender_pipeline import build_pipeline
 
     compiler.Compiler().compile(build_pipeline(image), str(output))
     return output
@@ -188,6 +192,8 @@ def local_arguments(
 def run_local(settings: PipelineSettings, arguments: dict[str, Any]) -> dict[str, Any]:
     """One local run with kfp.local's SubprocessRunner in this environment; returns its outputs."""
     from kfp import local
+
+    from pipelines.recommender_pipeline import build_pipeline
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(settings.pipeline_root))
     task = build_pipeline(settings.pipeline_image)(**arguments)

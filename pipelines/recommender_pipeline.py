@@ -6,15 +6,13 @@ Endpoints, bucket, topics and hyper-parameters are typed pipeline parameters; Mi
 credentials reach each task from a Kubernetes Secret through `use_secret_as_env`.
 """
 
-import os
 from typing import NamedTuple
 
 from kfp import dsl, kubernetes
 from kfp.dsl import Input, Markdown, Metrics, Model, Output
 
-PIPELINE_NAME = "streaming-recommender-training"
-# The project's image (see Dockerfile); `recommender pipeline compile --image` overrides it.
-DEFAULT_IMAGE = os.environ.get("PIPELINE_IMAGE", "streaming-recommender:0.1.0")
+from pipelines import DEFAULT_IMAGE, PIPELINE_NAME
+
 # Keys of the chart's MinIO Secret -> the variables the components read.
 SECRET_KEYS = {"accessKey": "MINIO_ACCESS_KEY", "secretKey": "MINIO_SECRET_KEY"}
 
