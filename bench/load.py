@@ -99,6 +99,12 @@ def timed_load(
     collector = PromptCollector(settings)
     collector.start()
     producer = make_producer(settings, **{"linger.ms": 1})
+    # One probe request first: the collector's first fetch and the producer's connections would
+    # otherwise count as latency of the schedule's first requests.
+    probe = RecommendationRequest(request_id=f"probe-{uuid.uuid4()}", user=users[0], k=k)
+    send(producer, settings, probe)
+    producer.flush(30)
+    collector.wait_for(probe.request_id, 30)
     ids: list[str] = []
     result = TimedLoad(rate, duration_s)
     start = time.monotonic()
@@ -129,7 +135,7 @@ def timed_load(
         result.latency_ms.append((answer.received - start - sent) * 1000)
         last = max(last, answer.received)
         first = answer.received if first is None else min(first, answer.received)
-    result.duplicates = sum(collector.duplicates.values())
+    result.duplicates = sum(collector.duplicates.values()) - collector.duplicates[probe.request_id]
     result.settle_seconds = max(0.0, last - start - result.send_seconds)
     result.reply_span_s = 0.0 if first is None else last - first
     return result
