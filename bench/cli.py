@@ -160,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
                 serving["latency_at"] = sections.latency_at(
                     settings, users, serving["max_sustained_rate"], step_s * 2, _say
                 )
+            serving["ramps"][label]["model_server_metrics"] = sections.server_profile(replicas)
+            _say(f"{label}: {serving['ramps'][label]['model_server_metrics']}")
             for server in replicas:
                 server.stop()
 

@@ -191,6 +191,15 @@ def summary(results: dict, images: list[str]) -> str:
         ]
         for label, ramp in serving["ramps"].items():
             lines.append(f"| {label} | {serving['configs'][label]} | {_fmt(ramp['max_sustained_rate'], 0)} |")
+        for label, ramp in serving["ramps"].items():
+            profile = ramp.get("model_server_metrics")
+            if profile and profile["batches"]:
+                lines.append(
+                    f"\n{label}, over its whole ramp (model server /metrics): {profile['batches']:,} "
+                    f"batches of {profile['mean_batch_size']} requests on average, "
+                    f"{profile['predict_calls']:,} predict calls of {profile['mean_predict_ms']} ms "
+                    "on average."
+                )
         lines += ["", "| share of max | rate/s | p50 ms | p99 ms | answered/sent |", "|---|---|---|---|---|"]
         for share, point in serving.get("latency_at", {}).items():
             lines.append(

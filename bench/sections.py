@@ -278,6 +278,39 @@ def _short(load: TimedLoad) -> str:
     )
 
 
+def server_profile(servers: list) -> dict:
+    """Where a model server's time went during a ramp, from its own /metrics: mean batch size,
+    mean predict call time and the number of predict calls, summed over the replicas."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums: dict[str, float] = {}
+    for server in servers:
+        answer = server.get("/metrics")
+        if answer is None or answer[0] != 200:
+            continue
+        for family in text_string_to_metric_families(answer[1].decode()):
+            for sample in family.samples:
+                if sample.name in {
+                    "recommender_batch_size_sum",
+                    "recommender_batch_size_count",
+                    "recommender_predict_latency_seconds_sum",
+                    "recommender_predict_latency_seconds_count",
+                }:
+                    sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+    batches = sums.get("recommender_batch_size_count", 0.0)
+    calls = sums.get("recommender_predict_latency_seconds_count", 0.0)
+    return {
+        "batches": int(batches),
+        "mean_batch_size": round(sums.get("recommender_batch_size_sum", 0.0) / batches, 1)
+        if batches
+        else None,
+        "predict_calls": int(calls),
+        "mean_predict_ms": round(1000 * sums.get("recommender_predict_latency_seconds_sum", 0.0) / calls, 2)
+        if calls
+        else None,
+    }
+
+
 def latency_at(settings: Settings, users: list[str], max_rate: float, duration_s: float, say: Say) -> dict:
     points = {}
     for share in (25, 50, 75):
