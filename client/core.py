@@ -87,7 +87,9 @@ class ReplyCollector(threading.Thread):
     def run(self) -> None:
         try:
             while not self._halt.is_set():
-                for message in self._consumer.consume(500, timeout=0.2):
+                # A short wait: consume() holds a partial batch until the timeout, which would
+                # otherwise show up as reply latency.
+                for message in self._consumer.consume(500, timeout=0.01):
                     if message.error() is None:
                         self._take(message)
         finally:

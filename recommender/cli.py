@@ -11,6 +11,9 @@ import importlib
 import logging
 import sys
 
+import urllib3
+from minio.error import MinioException
+
 from common.settings import ConfigError
 
 # Modules that contribute subcommands, in the order --help lists them.
@@ -50,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (MinioException, urllib3.exceptions.HTTPError) as exc:
+        # Storage down or refusing: one line naming it, not a traceback. Nothing half-written is
+        # ever visible (pointers are single PUTs, model versions need their completion marker).
+        print(f"error: object storage failed: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

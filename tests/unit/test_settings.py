@@ -103,3 +103,20 @@ def test_every_subcommand_has_help():
         )
         assert result.returncode == 0, result.stderr
         assert f"usage: recommender {name}" in result.stdout
+
+
+def test_cli_names_unreachable_storage_in_one_line():
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"PATH": "/usr/bin:/bin", "MINIO_ENDPOINT": f"127.0.0.1:{port}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "recommender", "init"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: object storage failed: MaxRetryError:")
+    assert f"port={port}" in last and "Connection refused" in last
+    assert "Traceback" not in result.stderr
