@@ -142,7 +142,11 @@ def run_canary(client: httpx.Client, url: str, model: str, version: int, users: 
     endpoint = f"{url}/v1/models/{model}/versions/{version}:predict"
     try:
         response = client.post(
-            endpoint, json={"signature_name": CANARY_SIGNATURE, "inputs": {"users": users}}
+            endpoint,
+            json={
+                "signature_name": CANARY_SIGNATURE,
+                "inputs": {"users": users, "k": [CANARY_CHECKED_ITEMS] * len(users)},
+            },
         )
     except httpx.TransportError as exc:
         raise PublishError(f"canary call to {url} failed: {type(exc).__name__}: {_one_line(exc)}") from None

@@ -115,7 +115,7 @@ class PredictCall:
 
     signature: Signature
     requests: list[Valid]
-    inputs: dict[str, list[str]] = field(default_factory=dict)
+    inputs: dict[str, list[str] | list[int]] = field(default_factory=dict)
     spans: list[tuple[int, int]] = field(default_factory=list)
 
 
@@ -136,8 +136,9 @@ def plan(batch: list[Valid]) -> list[PredictCall]:
             signature = (
                 Signature.RECOMMEND if request.exclude_purchased else Signature.RECOMMEND_WITH_PURCHASED
             )
-            call = calls.setdefault(signature, PredictCall(signature, [], {"users": []}))
+            call = calls.setdefault(signature, PredictCall(signature, [], {"users": [], "k": []}))
             call.inputs["users"].append(str(request.user))
+            call.inputs["k"].append(request.k)
         call.requests.append(valid)
     return list(calls.values())
 

@@ -35,7 +35,7 @@ class ServingError(Exception):
 
 
 class ServingClient(Protocol):
-    def predict(self, signature: str, inputs: dict[str, list[str]]) -> dict[str, np.ndarray]: ...
+    def predict(self, signature: str, inputs: dict[str, list[str] | list[int]]) -> dict[str, np.ndarray]: ...
 
     def available(self) -> bool: ...
 
@@ -72,7 +72,7 @@ class GrpcServingClient:
         details = exc.details() if isinstance(exc, self._grpc.RpcError) else str(exc)
         return ServingError(f"gRPC {name}: {details}", retryable=code not in final)
 
-    def predict(self, signature: str, inputs: dict[str, list[str]]) -> dict[str, np.ndarray]:
+    def predict(self, signature: str, inputs: dict[str, list[str] | list[int]]) -> dict[str, np.ndarray]:
         import tensorflow as tf
         from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
         from tensorflow_serving.apis import predict_pb2
@@ -83,15 +83,18 @@ class GrpcServingClient:
         request.model_spec.signature_name = signature
         for name, values in inputs.items():
             # Built directly rather than with tf.make_tensor_proto: it is the hot path.
-            request.inputs[name].CopyFrom(
-                tensor_pb2.TensorProto(
-                    dtype=types_pb2.DT_STRING,
-                    tensor_shape=tensor_shape_pb2.TensorShapeProto(
-                        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(values))]
-                    ),
-                    string_val=[value.encode() for value in values],
-                )
+            shape = tensor_shape_pb2.TensorShapeProto(
+                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(values))]
             )
+            if values and isinstance(values[0], int):  # `k`: int32 in the signatures
+                proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_INT32, tensor_shape=shape, int_val=values)
+            else:
+                proto = tensor_pb2.TensorProto(
+                    dtype=types_pb2.DT_STRING,
+                    tensor_shape=shape,
+                    string_val=[str(v).encode() for v in values],
+                )
+            request.inputs[name].CopyFrom(proto)
         try:
             response = self._predict.Predict(request, timeout=self.timeout)
         except self._grpc.RpcError as exc:

@@ -30,6 +30,7 @@ from tfserving.protocol import (
     predict_response_json,
     proto_json,
     status_response,
+    tensor_proto,
 )
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.version.value = loaded.version
         response.model_spec.signature_name = signature_name
         for name, array in outputs.items():
-            response.outputs[name].CopyFrom(tf.make_tensor_proto(array))
+            response.outputs[name].CopyFrom(tensor_proto(array))
         return response
 
     def GetModelMetadata(self, request, context):

@@ -2,9 +2,11 @@
 
 Raw string ids are looked up inside the graph (`StaticHashTable`, default -1), so an unseen
 id is an answer, not an error. Each user's purchased products are kept as a ragged array
-(row splits + values) and expanded to a [batch, products] mask per request; a dense
-users x products matrix would be far too big. Unknown users are scored by popularity in
-every signature, so `serving_default` and `recommend` agree for them too.
+(row splits + values) and written into the batch's [batch, products] scores per request; a
+dense users x products matrix would be far too big. `recommend` takes each user's `k` and
+returns only max(k) columns: top_k and the string outputs cost in proportion to the width.
+Unknown users are scored by popularity in every signature, so `serving_default` and
+`recommend` agree for them too.
 """
 
 from __future__ import annotations
@@ -59,15 +61,30 @@ class RecommenderModule(tf.Module):
         scores = tf.where(user >= 0, personal, tf.gather(self.popularity, safe_product))
         return {"scores": tf.where(product >= 0, scores, tf.constant(PAD_SCORE, tf.float32))}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="users")])
-    def recommend(self, users: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self._top(users, exclude_purchased=True)
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="users"),
+            tf.TensorSpec([None], tf.int32, name="k"),
+        ]
+    )
+    def recommend(self, users: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._top(users, k, exclude_purchased=True)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="users")])
-    def recommend_with_purchased(self, users: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self._top(users, exclude_purchased=False)
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="users"),
+            tf.TensorSpec([None], tf.int32, name="k"),
+        ]
+    )
+    def recommend_with_purchased(self, users: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._top(users, k, exclude_purchased=False)
 
-    def _top(self, users: tf.Tensor, exclude_purchased: bool) -> dict[str, tf.Tensor]:
+    def _top(self, users: tf.Tensor, k: tf.Tensor, exclude_purchased: bool) -> dict[str, tf.Tensor]:
+        tf.debugging.assert_equal(
+            tf.size(k), tf.size(users), message="k must hold one value per user (same length as users)"
+        )
+        k = tf.clip_by_value(k, 1, MAX_K)
+        width = tf.clip_by_value(tf.reduce_max(k), 1, MAX_K)  # an empty batch's max is INT_MIN
         user = self.user_index.lookup(users)
         known = user >= 0
         safe_user = tf.maximum(user, 0)
@@ -81,18 +98,21 @@ class RecommenderModule(tf.Module):
                 ),
                 safe_user,
             )
-            positions = tf.stack([bought.value_rowids(), bought.flat_values], axis=1)
-            shape = tf.stack([tf.cast(batch, tf.int64), tf.constant(self.n_products, tf.int64)])
-            hits = tf.scatter_nd(positions, tf.ones_like(bought.flat_values, tf.float32), shape)
+            rows = bought.value_rowids()
             # Unknown users were looked up as index 0: their (borrowed) purchases are not excluded.
-            mask = (hits > 0) & known[:, None]
-            scores = tf.where(mask, tf.constant(PAD_SCORE, tf.float32), scores)
+            positions = tf.boolean_mask(tf.stack([rows, bought.flat_values], axis=1), tf.gather(known, rows))
+            scores = tf.tensor_scatter_nd_update(
+                scores, positions, tf.fill([tf.shape(positions)[0]], tf.constant(PAD_SCORE, tf.float32))
+            )
         if self.pad_columns:
             scores = tf.concat([scores, tf.fill([batch, self.pad_columns], tf.constant(PAD_SCORE))], axis=1)
-        top = tf.math.top_k(scores, k=MAX_K)
-        products = tf.gather(self.product_ids, top.indices)
-        products = tf.where(top.values <= PAD_SCORE, tf.constant(PAD_PRODUCT), products)
-        return {"products": products, "scores": top.values, "fallback": tf.logical_not(known)}
+        top = tf.math.top_k(scores, k=width)
+        # Columns beyond a user's own k are padding, like products that are not there.
+        beyond = tf.range(width)[None, :] >= k[:, None]
+        padded = beyond | (top.values <= PAD_SCORE)
+        products = tf.where(padded, tf.constant(PAD_PRODUCT), tf.gather(self.product_ids, top.indices))
+        values = tf.where(padded, tf.constant(PAD_SCORE, tf.float32), top.values)
+        return {"products": products, "scores": values, "fallback": tf.logical_not(known)}
 
 
 def _lookup(ids: np.ndarray) -> tf.lookup.StaticHashTable:

@@ -102,13 +102,13 @@ def test_plan_groups_a_batch_into_one_call_per_signature():
         valid(request_id="a", user="u1"),
         valid(request_id="b", user=42, exclude_purchased=False),
         valid(request_id="c", user="u2", products=["p1", 2, "p3"]),
-        valid(request_id="d", user="u3"),
+        valid(request_id="d", user="u3", k=4),
         valid(request_id="e", user=7, products=["p9"]),
     ]
     calls = {call.signature: call for call in plan(batch)}
     assert set(calls) == set(Signature)
-    assert calls[Signature.RECOMMEND].inputs == {"users": ["u1", "u3"]}
-    assert calls[Signature.RECOMMEND_WITH_PURCHASED].inputs == {"users": ["42"]}
+    assert calls[Signature.RECOMMEND].inputs == {"users": ["u1", "u3"], "k": [10, 4]}
+    assert calls[Signature.RECOMMEND_WITH_PURCHASED].inputs == {"users": ["42"], "k": [10]}
     score = calls[Signature.SCORE]
     assert score.inputs == {"users": ["u2", "u2", "u2", "7"], "products": ["p1", "2", "p3", "p9"]}
     assert score.spans == [(0, 3), (3, 4)]

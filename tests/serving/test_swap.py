@@ -12,7 +12,9 @@ from tests.serving.tiny_model import save_tiny_model
 from tfserving.server import TFServingServer
 
 NAME = "recommender"
-BODY = json.dumps({"signature_name": "recommend", "inputs": {"users": ["u1", "u2", "nobody"]}}).encode()
+BODY = json.dumps(
+    {"signature_name": "recommend", "inputs": {"users": ["u1", "u2", "nobody"], "k": [5, 5, 5]}}
+).encode()
 
 
 def test_new_version_swaps_in_without_a_failed_request(tmp_path):

@@ -86,12 +86,13 @@ def test_rest_metadata(server):
     assert set(signatures) == {"serving_default", "recommend", "recommend_with_purchased"}
     recommend = signatures["recommend"]
     assert recommend["inputs"]["users"]["dtype"] == "DT_STRING"
+    assert recommend["inputs"]["k"]["dtype"] == "DT_INT32"
     assert {k: v["dtype"] for k, v in recommend["outputs"].items()} == {
         "products": "DT_STRING",
         "scores": "DT_FLOAT",
         "fallback": "DT_BOOL",
     }
-    assert [d["size"] for d in recommend["outputs"]["products"]["tensor_shape"]["dim"]] == ["-1", str(TOP)]
+    assert [d["size"] for d in recommend["outputs"]["products"]["tensor_shape"]["dim"]] == ["-1", "-1"]
 
 
 def test_rest_predict_row_and_columnar_agree(server):
@@ -112,7 +113,12 @@ def test_rest_predict_row_and_columnar_agree(server):
 
 def test_rest_recommend_signatures(server):
     status, body = rest(
-        server, f"/v1/models/{NAME}:predict", {"signature_name": "recommend", "instances": ["u0", "stranger"]}
+        server,
+        f"/v1/models/{NAME}:predict",
+        {
+            "signature_name": "recommend",
+            "instances": [{"users": "u0", "k": TOP}, {"users": "stranger", "k": 3}],
+        },
     )
     assert status == 200
     known, unknown = body["predictions"]
@@ -125,10 +131,10 @@ def test_rest_recommend_signatures(server):
     status, body = rest(
         server,
         f"/v1/models/{NAME}:predict",
-        {"signature_name": "recommend_with_purchased", "inputs": {"users": ["u0"]}},
+        {"signature_name": "recommend_with_purchased", "inputs": {"users": ["u0"], "k": [7]}},
     )
     assert status == 200 and set(body["outputs"]) == {"products", "scores", "fallback"}
-    assert np.array(body["outputs"]["products"]).shape == (1, TOP)
+    assert np.array(body["outputs"]["products"]).shape == (1, 7)
 
     # recommend's scores equal serving_default's for the same pairs.
     pairs = {"users": ["u0"] * 5, "products": known["products"][:5]}
@@ -174,7 +180,7 @@ def test_rest_recommend_signatures(server):
         ),
         (
             f"/v1/models/{NAME}:predict",
-            {"signature_name": "recommend", "instances": [1.5]},
+            {"signature_name": "recommend", "instances": [{"users": 1.5, "k": 1}]},
             400,
             "is not of expected type: string",
         ),
@@ -186,7 +192,7 @@ def test_rest_recommend_signatures(server):
         ),
         (
             f"/v1/models/{NAME}:predict",
-            {"signature_name": "recommend", "inputs": [["u0"]]},
+            {"signature_name": "recommend", "inputs": {"users": [["u0"]], "k": [1]}},
             400,
             "must have shape",
         ),
@@ -210,6 +216,7 @@ def test_grpc_predict_with_official_stubs(channel):
     request.model_spec.name = NAME
     request.model_spec.signature_name = "recommend"
     request.inputs["users"].CopyFrom(tf.make_tensor_proto(["u3", "nobody"]))
+    request.inputs["k"].CopyFrom(tf.make_tensor_proto([TOP, TOP], tf.int32))
     response = stub.Predict(request, timeout=30)
     assert response.model_spec.name == NAME and response.model_spec.version.value == 3
     products = tf.make_ndarray(response.outputs["products"])
@@ -234,6 +241,7 @@ def test_grpc_errors(channel):
     request.model_spec.name = NAME
     request.model_spec.signature_name = "recommend"
     request.inputs["users"].CopyFrom(tf.make_tensor_proto([1.0, 2.0]))
+    request.inputs["k"].CopyFrom(tf.make_tensor_proto([1, 1], tf.int32))
     with pytest.raises(grpc.RpcError) as error:
         stub.Predict(request, timeout=30)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -44,25 +44,25 @@ class TinyRecommender(tf.Module):
         found = tf.gather_nd(self.scores, tf.stack([rows, tf.maximum(cols, 0)], axis=1))
         return {"scores": tf.where(cols >= 0, found, tf.zeros_like(found))}
 
-    def _top(self, users: tf.Tensor, exclude: bool) -> dict[str, tf.Tensor]:
+    def _top(self, users: tf.Tensor, k: tf.Tensor, exclude: bool) -> dict[str, tf.Tensor]:
         rows = self.user_table.lookup(users)
         scores = tf.gather(self.scores, rows)
         if exclude:
             scores = tf.where(tf.gather(self.purchased, rows), tf.fill(tf.shape(scores), -1e9), scores)
-        top = tf.math.top_k(scores, k=TOP)
+        top = tf.math.top_k(scores, k=tf.clip_by_value(tf.reduce_max(k), 1, TOP))
         return {
             "products": tf.gather(self.products, top.indices),
             "scores": top.values,
             "fallback": tf.equal(rows, len(USERS)),
         }
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-    def recommend(self, users: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self._top(users, exclude=True)
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.int32)])
+    def recommend(self, users: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._top(users, k, exclude=True)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-    def recommend_with_purchased(self, users: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self._top(users, exclude=False)
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.int32)])
+    def recommend_with_purchased(self, users: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._top(users, k, exclude=False)
 
 
 def save_tiny_model(

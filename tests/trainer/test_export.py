@@ -27,9 +27,15 @@ def purchased_by(exported: Exported, user: str) -> set[str]:
 USERS = ["u0", "u1", "u17", "u1999", "nobody", "", "u0"]
 
 
+def call_top(signatures, name: str, users: list[str], k: int | list[int] = MAX_K) -> dict:
+    """Call `recommend` or `recommend_with_purchased`; `k` is one value for all users, or a list."""
+    ks = [k] * len(users) if isinstance(k, int) else k
+    return signatures[name](users=tf.constant(users), k=tf.constant(ks, tf.int32))
+
+
 def test_signatures_and_shapes(exported: Exported):
     assert set(exported.loaded.signatures) == {"serving_default", "recommend", "recommend_with_purchased"}
-    out = exported.loaded.signatures["recommend"](users=tf.constant(USERS))
+    out = call_top(exported.loaded.signatures, "recommend", USERS)
     assert out["products"].dtype == tf.string and out["products"].shape == (len(USERS), MAX_K)
     assert out["scores"].dtype == tf.float32 and out["scores"].shape == (len(USERS), MAX_K)
     assert out["fallback"].dtype == tf.bool and out["fallback"].shape == (len(USERS),)
@@ -37,10 +43,30 @@ def test_signatures_and_shapes(exported: Exported):
     assert (np.diff(scores, axis=1) <= 0).all()  # best first
 
 
+def test_each_user_gets_its_own_k(exported: Exported):
+    out = call_top(exported.loaded.signatures, "recommend", ["u0", "u1", "nobody"], [3, 7, 500])
+    assert out["products"].shape == (3, MAX_K)  # as wide as the largest k, clamped to 100
+    products, scores = out["products"].numpy(), out["scores"].numpy()
+    assert all(products[0, :3]) and set(products[0, 3:]) == {PAD_PRODUCT.encode()}
+    assert (scores[0, 3:] == np.float32(PAD_SCORE)).all() and (scores[0, :3] > PAD_SCORE).all()
+    assert all(products[1, :7]) and set(products[1, 7:]) == {PAD_PRODUCT.encode()}
+    assert all(products[2])
+    full = call_top(exported.loaded.signatures, "recommend", ["u1"])
+    assert strings(full["products"][0])[:7] == strings(out["products"][1])[:7]
+    narrow = call_top(exported.loaded.signatures, "recommend", ["u0", "u1"], [2, 0])
+    assert narrow["products"].shape == (2, 2)  # k below 1 counts as 1
+    assert narrow["products"].numpy()[1, 0] and narrow["products"].numpy()[1, 1] == PAD_PRODUCT.encode()
+
+
+def test_k_must_match_users(exported: Exported):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one value per user"):
+        call_top(exported.loaded.signatures, "recommend", ["u0", "u1"], [3])
+
+
 def test_recommend_scores_equal_serving_default_scores(exported: Exported):
     model = exported.loaded.signatures
     for name in ("recommend", "recommend_with_purchased"):
-        out = model[name](users=tf.constant(USERS))
+        out = call_top(model, name, USERS)
         users = np.repeat(np.array(USERS), MAX_K)
         pairs = model["serving_default"](users=tf.constant(users), products=tf.reshape(out["products"], [-1]))
         np.testing.assert_allclose(
@@ -51,8 +77,8 @@ def test_recommend_scores_equal_serving_default_scores(exported: Exported):
 def test_purchased_products_are_excluded(exported: Exported):
     model = exported.loaded.signatures
     heavy = exported.snapshot.purchases["user"].value_counts().index[:20].tolist()
-    excluded = model["recommend"](users=tf.constant(heavy))["products"]
-    included = model["recommend_with_purchased"](users=tf.constant(heavy))["products"]
+    excluded = call_top(model, "recommend", heavy)["products"]
+    included = call_top(model, "recommend_with_purchased", heavy)["products"]
     overlap = 0
     for row, user in enumerate(heavy):
         bought = purchased_by(exported, user)
@@ -62,7 +88,7 @@ def test_purchased_products_are_excluded(exported: Exported):
 
 
 def test_unknown_users_get_popular_products(exported: Exported):
-    out = exported.loaded.signatures["recommend"](users=tf.constant(["u5", "nobody", "u6", "12345"]))
+    out = call_top(exported.loaded.signatures, "recommend", ["u5", "nobody", "u6", "12345"])
     assert out["fallback"].numpy().tolist() == [False, True, False, True]
     counts = exported.snapshot.purchases.groupby("product")["user"].nunique().sort_values(ascending=False)
     top = strings(out["products"][1])
@@ -73,8 +99,8 @@ def test_unknown_users_get_popular_products(exported: Exported):
 
 def test_same_input_same_output(exported: Exported):
     model = exported.loaded.signatures
-    first = model["recommend"](users=tf.constant(USERS))
-    second = model["recommend"](users=tf.constant(USERS))
+    first = call_top(model, "recommend", USERS)
+    second = call_top(model, "recommend", USERS)
     assert strings(first["products"]) == strings(second["products"])
     np.testing.assert_array_equal(first["scores"].numpy(), second["scores"].numpy())
     pairs = dict(users=tf.constant(["u3", "u3", "x"]), products=tf.constant(["p1", "p2", "p1"]))
@@ -116,7 +142,7 @@ def test_tiny_catalogue_is_padded(exported: Exported, tmp_path, mlp_units):
     trained = train(snapshot, TrainConfig(epochs=1, embedding_dim=4, batch_size=512, mlp_units=mlp_units), 0)
     model = tf.saved_model.load(str(export_saved_model(trained, tmp_path / "tiny")))
     user = tiny["user"].iloc[0]
-    out = model.signatures["recommend"](users=tf.constant([user]))
+    out = call_top(model.signatures, "recommend", [user])
     products = strings(out["products"][0])
     bought = set(tiny.loc[tiny["user"] == user, "product"])
     assert set(products[: 5 - len(bought)]) == {"p1", "p2", "p3", "p4", "p5"} - bought
