@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from pydantic import ValidationError
+
 from client.core import ClientError, Progress, recommend, run_load, snapshot_users
 from client.settings import ClientSettings
 
@@ -64,7 +66,11 @@ def _recommend(settings: ClientSettings, args: argparse.Namespace) -> int:
         reason = f"it went to the DLQ: {dead}" if dead else f"no reply within {timeout:g}s"
         print(f"request {request.request_id} for user {args.user}: {reason}", file=sys.stderr)
         return 1
-    reply = answer.reply
+    try:
+        reply = answer.reply
+    except ValidationError as exc:
+        print(f"request {request.request_id}: the reply does not match the schema: {exc}", file=sys.stderr)
+        return 1
     print(
         f"user {reply.user}: {len(reply.items)} items from {reply.model.name} "
         f"instance {reply.model.instance} "

@@ -72,7 +72,7 @@ def build_app(server: ModelServer) -> FastAPI:
         answered, dead = answer([item], route, server.settings.modelserver_serving_deadline_s, server.metrics)
         if dead:
             return JSONResponse({"error": dead[0].error, "error_kind": dead[0].kind.value}, status_code=502)
-        return JSONResponse(answered[0][1].model_dump(mode="json"))
+        return Response(answered[0][1].to_bytes(), media_type="application/json")
 
     return app
 

@@ -16,12 +16,12 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from common.kafka import delivery_error, make_consumer, make_producer
-from common.schemas import RecommendationReply
 from modelserver.metrics import Metrics
 from modelserver.processing import (
     DeadLetter,
     ErrorKind,
     Incoming,
+    Reply,
     Valid,
     first_offsets,
     next_offsets,
@@ -41,9 +41,9 @@ LAG_EVERY_S = 2.0
 
 def answer(
     batch: list[Valid], route: Route, deadline_s: float, metrics: Metrics
-) -> tuple[list[tuple[Valid, RecommendationReply]], list[DeadLetter]]:
+) -> tuple[list[tuple[Valid, Reply]], list[DeadLetter]]:
     """Serve a batch on one route: at most three predict calls, retried until the deadline."""
-    answered: list[tuple[Valid, RecommendationReply]] = []
+    answered: list[tuple[Valid, Reply]] = []
     dead: list[DeadLetter] = []
     for call in plan(batch):
         started = time.monotonic()
@@ -229,7 +229,7 @@ class ModelServer:
                 {
                     "request_id": reply.request_id,
                     "user": reply.user,
-                    "items": [item.product for item in reply.items],
+                    "items": [product for product, _ in reply.items],
                     "model": f"{reply.model.instance}/v{reply.model.version}",
                     "fallback": reply.fallback,
                     "served_at": reply.served_at,

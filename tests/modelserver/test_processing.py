@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from common.schemas import DeadLetterHeaders, ModelRef
+from common.schemas import DeadLetterHeaders, ModelRef, RecommendationReply, ScoredItem
 from modelserver.processing import (
     FALLBACK_REASON,
     DeadLetter,
@@ -126,12 +126,14 @@ def test_recommend_outputs_become_replies_with_k_items_and_fallback():
     (first, one), (_, two) = replies(call, outputs, MODEL, served_at=123)
     assert first.request.request_id == one.request_id == "r1"
     assert one.user == 5  # echoed as sent
-    assert [(i.product, round(i.score, 3)) for i in one.items] == [("p3", 0.9), ("p1", 0.5)]
+    assert [(product, round(score, 3)) for product, score in one.items] == [("p3", 0.9), ("p1", 0.5)]
     assert one.fallback is None and one.model == MODEL and one.served_at == 123
     # Padding (empty ids, -inf scores) of a small catalogue never reaches a reply.
-    assert [i.product for i in two.items] == ["p9", "p8"]
+    assert [product for product, _ in two.items] == ["p9", "p8"]
     assert two.fallback == FALLBACK_REASON
-    json.loads(two.to_bytes())
+    assert RecommendationReply.model_validate_json(two.to_bytes()).items[1] == ScoredItem(
+        product="p8", score=2.0
+    )
 
 
 def test_scored_candidates_are_ranked_per_request():
@@ -141,8 +143,8 @@ def test_scored_candidates_are_ranked_per_request():
     ]
     (call,) = plan(batch)
     pairs = replies(call, {"scores": np.array([0.1, 0.7, 0.4, 0.2], dtype=np.float32)}, MODEL)
-    assert [i.product for i in pairs[0][1].items] == ["y", "z"]
-    assert [i.product for i in pairs[1][1].items] == ["q"]
+    assert [product for product, _ in pairs[0][1].items] == ["y", "z"]
+    assert [product for product, _ in pairs[1][1].items] == ["q"]
 
 
 def test_offsets_to_store_and_to_rewind_are_per_partition():
@@ -159,5 +161,14 @@ def test_reply_for_every_request_of_a_mixed_batch_roundtrips_the_schema():
         "scores": np.ones((4, 1), dtype=np.float32),
         "fallback": np.zeros(4, dtype=bool),
     }
-    for _, reply in replies(call, outputs, MODEL):
-        assert json.loads(reply.to_bytes())["items"] == [{"product": "p1", "score": 1.0}]
+    for (valid_request, reply), user in zip(
+        replies(call, outputs, MODEL, served_at=7), range(4), strict=True
+    ):
+        parsed = RecommendationReply.model_validate_json(reply.to_bytes())  # the contract's schema
+        assert parsed == RecommendationReply(
+            request_id=valid_request.request.request_id,
+            user=f"u{user}",
+            items=[ScoredItem(product="p1", score=1.0)],
+            model=MODEL,
+            served_at=7,
+        )
