@@ -48,12 +48,12 @@ def snapshot_users(settings: Settings) -> list[str]:
 
 @dataclass
 class Answer:
-    document: dict  # the reply as JSON; `reply` validates it against the schema when first read
+    raw: bytes  # the reply as received; `reply` validates it against the schema when first read
     received: float  # time.monotonic() when read
 
     @cached_property
     def reply(self) -> RecommendationReply:
-        return RecommendationReply.model_validate(self.document)
+        return RecommendationReply.model_validate_json(self.raw)
 
 
 class ReplyCollector(threading.Thread):
@@ -117,10 +117,11 @@ class ReplyCollector(threading.Thread):
                 self._lock.notify_all()
             return
         # Only the id is read here: validating every reply under load cost as much CPU as
-        # producing the requests. `Answer.reply` validates the ones that are looked at.
+        # producing the requests. `Answer.reply` validates the ones that are looked at. Keeping
+        # the bytes rather than parsed objects keeps Python's cyclic GC, and its pauses, small.
+        raw = message.value() or b""
         try:
-            document = from_json(message.value())
-            request_id = document["request_id"]
+            request_id = from_json(raw)["request_id"]
         except (ValueError, TypeError, KeyError):
             request_id = None
         if not isinstance(request_id, str):
@@ -131,7 +132,7 @@ class ReplyCollector(threading.Thread):
             if request_id in self.answers:
                 self.duplicates[request_id] += 1
             else:
-                self.answers[request_id] = Answer(document, now)
+                self.answers[request_id] = Answer(raw, now)
             self._lock.notify_all()
 
     def wait_for(self, request_id: str, timeout: float) -> Answer | None:
