@@ -114,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
 
         users = snapshot_users(Settings.load())
         rates = (
-            [100, 200, 400, 800, 1600, 3200] if args.quick else [250, 500, 1000, 2000, 3000, 4000, 5000, 6500]
+            [100, 200, 400, 800, 1600, 3200, 4800]
+            if args.quick
+            else [500, 1000, 2000, 3000, 4000, 5000, 6000, 7500]
         )
 
         # 1. Serving: ours with 1 and 2 partitions/replicas, then the baseline, same users and k.
@@ -143,14 +145,18 @@ def run(args: argparse.Namespace) -> int:
             _wait_ready(replicas)
             label = f"batched model server, {partitions}x{partitions}"
             serving["configs"][label] = f"{partitions} x {partitions}"
-            serving["ramps"][label] = sections.ramp(settings, users, rates, step_s, _say, label)
-            if partitions == 2:
-                serving["max_sustained_rate"] = serving["ramps"][label]["max_sustained_rate"]
+            sections.warm_up(settings, users, rates[2], 10.0 if args.quick else 30.0, _say)
+            ramp = sections.ramp(settings, users, rates, step_s, _say, label)
+            ramp["model_server_metrics"] = sections.server_profile(replicas)
+            _say(f"{label}: {ramp['model_server_metrics']}")
+            serving["ramps"][label] = ramp
+            if ramp["max_sustained_rate"] > serving.get("max_sustained_rate", -1):
+                # The headline is the best configuration; its latency is measured while it runs.
+                serving["max_sustained_rate"] = ramp["max_sustained_rate"]
+                serving["best_config"] = label
                 serving["latency_at"] = sections.latency_at(
-                    settings, users, serving["max_sustained_rate"], step_s * 2, _say
+                    settings, users, ramp["max_sustained_rate"], step_s * 2, _say
                 )
-            serving["ramps"][label]["model_server_metrics"] = sections.server_profile(replicas)
-            _say(f"{label}: {serving['ramps'][label]['model_server_metrics']}")
             for server in replicas:
                 server.stop()
 

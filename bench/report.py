@@ -200,7 +200,13 @@ def summary(results: dict, images: list[str]) -> str:
                     f"{profile['predict_calls']:,} predict calls of {profile['mean_predict_ms']} ms "
                     "on average."
                 )
-        lines += ["", "| share of max | rate/s | p50 ms | p99 ms | answered/sent |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"Latency of the best configuration ({serving.get('best_config', '?')}) at shares of its max:",
+            "",
+            "| share of max | rate/s | p50 ms | p99 ms | answered/sent |",
+            "|---|---|---|---|---|",
+        ]
         for share, point in serving.get("latency_at", {}).items():
             lines.append(
                 f"| {share}% | {_fmt(point['offered_rate'], 0)} | {_fmt(point['p50_ms'])} | "

@@ -233,6 +233,13 @@ def sustained(load: TimedLoad) -> bool:
     )
 
 
+def warm_up(settings: Settings, users: list[str], rate: float, seconds: float, say: Say) -> None:
+    """Load that is not measured: the broker's JIT, TensorFlow's kernels and the connections settle
+    first, so the ramp's first steps are not charged for them."""
+    load = timed_load(settings, users, rate, seconds, drain_s=30)
+    say(f"warm-up at {rate:g}/s for {seconds:g} s {_short(load)}")
+
+
 def ramp(
     settings: Settings, users: list[str], rates: list[float], duration_s: float, say: Say, label: str
 ) -> dict:
