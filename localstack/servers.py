@@ -248,7 +248,8 @@ class KafkaServer(ManagedServer):
         # C1 only (TieredStopAtLevel=1): on 2 shared cores, C2 compilation of the broker's hot
         # paths took more CPU over the first minutes than serving the requests did.
         cmd = [
-            "java", "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
+            "java", "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
             "-cp", f"{libs}/*", main_class, *args,
         ]  # fmt: skip

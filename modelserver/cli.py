@@ -19,8 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "POST /recommend. Flags override the MODELSERVER_* variables.",
     )
     parser.add_argument("--protocol", choices=["grpc", "rest"], help="how to call TF-Serving (default grpc)")
-    parser.add_argument("--max-batch", type=int, help="requests per predict batch (default 256)")
-    parser.add_argument("--max-wait-ms", type=int, help="longest wait to fill a batch (default 20)")
+    parser.add_argument("--max-batch", type=int, help="most requests per batch (default 512)")
+    parser.add_argument(
+        "--max-wait-ms", type=int, help="after a batch's first request, how long to wait for more (default 0)"
+    )
     parser.add_argument("--port", type=int, help="HTTP port (default 8080)")
     parser.set_defaults(handler=run)
 

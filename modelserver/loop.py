@@ -37,6 +37,7 @@ from modelserver.watcher import ModelWatcher
 log = logging.getLogger(__name__)
 
 LAG_EVERY_S = 2.0
+IDLE_POLL_S = 0.1  # how often an idle loop looks at the stop flag and the model
 
 
 def answer(
@@ -142,9 +143,14 @@ class ModelServer:
     # -- one batch ---------------------------------------------------------------------------
 
     def step(self, consumer: Consumer, producer: Producer) -> None:
-        messages = consumer.consume(
-            self.settings.modelserver_max_batch, timeout=self.settings.modelserver_max_wait_ms / 1000
-        )
+        # Natural batching: wait for one request, then take what has arrived meanwhile (plus up to
+        # MODELSERVER_MAX_WAIT_MS more). Batches grow with the load while the previous one is
+        # served, and a lone request does not wait for company.
+        messages = consumer.consume(1, timeout=IDLE_POLL_S)
+        if messages and self.settings.modelserver_max_batch > 1:
+            messages += consumer.consume(
+                self.settings.modelserver_max_batch - 1, timeout=self.settings.modelserver_max_wait_ms / 1000
+            )
         self._measure_lag(consumer)
         batch = []
         for message in messages:
@@ -221,19 +227,22 @@ class ModelServer:
             self._rewind(consumer, batch)
             return
         consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets(batch).items()])
-        now = time.time()
-        for valid_request, reply in answered:
-            self.metrics.observe_reply(
-                reply.model.instance,
-                now - valid_request.request.sent_at / 1000,
-                {
-                    "request_id": reply.request_id,
-                    "user": reply.user,
-                    "items": [product for product, _ in reply.items],
-                    "model": f"{reply.model.instance}/v{reply.model.version}",
-                    "fallback": reply.fallback,
-                    "served_at": reply.served_at,
-                },
+        if answered:
+            now = time.time()
+            self.metrics.observe_replies(
+                route.update.instance,
+                [now - valid_request.request.sent_at / 1000 for valid_request, _ in answered],
+                [
+                    {
+                        "request_id": reply.request_id,
+                        "user": reply.user,
+                        "items": [product for product, _ in reply.items],
+                        "model": f"{reply.model.instance}/v{reply.model.version}",
+                        "fallback": reply.fallback,
+                        "served_at": reply.served_at,
+                    }
+                    for _, reply in answered[-self.metrics.recent :]
+                ],
             )
         for letter in dead:
             self.metrics.observe_dead_letter(

@@ -126,8 +126,9 @@ def test_with_retries_retries_only_retryable_errors_until_the_deadline():
 def test_metrics_parse_as_prometheus_exposition_and_state_has_percentiles():
     metrics = Metrics(recent=3)
     metrics.observe_batch(4)
-    for i in range(4):
-        metrics.observe_reply("a", 0.01 * (i + 1), {"request_id": str(i)})
+    metrics.observe_replies(
+        "a", [0.01 * (i + 1) for i in range(4)], [{"request_id": str(i)} for i in range(4)]
+    )
     metrics.observe_dead_letter("not-json", {"dlq": "not-json"})
     metrics.switches.inc()
     metrics.predict_latency.labels("recommend").observe(0.02)
