@@ -46,6 +46,32 @@ class RecommenderModule(tf.Module):
             data.purchased_products.astype(np.int64), trainable=False, name="purchased_products"
         )
         self.popularity = tf.Variable(data.popularity, trainable=False, name="popularity")
+        self.n_users = data.n_users
+        if not self.scorer.mlp:
+            # Dot-product models score every product with one matrix product: rows [u, b_u, 1, 0]
+            # against columns [p, 1, b_p, popularity], plus a last row [0, 0, 0, 1] for unknown
+            # users, whose scores are then the popularity. No bias broadcasts, no select.
+            users = np.asarray(self.scorer.users.numpy(), np.float32)
+            ones, zeros = np.ones((len(users), 1), np.float32), np.zeros((len(users), 1), np.float32)
+            unknown = np.zeros((1, users.shape[1] + 3), np.float32)
+            unknown[0, -1] = 1.0
+            user_rows = np.concatenate(
+                [
+                    np.concatenate([users, self.scorer.user_bias.numpy()[:, None], ones, zeros], axis=1),
+                    unknown,
+                ]
+            )
+            product_rows = np.concatenate(
+                [
+                    self.scorer.products.numpy(),
+                    np.ones((data.n_products, 1), np.float32),
+                    self.scorer.product_bias.numpy()[:, None],
+                    np.asarray(data.popularity, np.float32)[:, None],
+                ],
+                axis=1,
+            )
+            self.user_rows = tf.Variable(user_rows, trainable=False, name="user_rows")
+            self.product_rows = tf.Variable(product_rows, trainable=False, name="product_rows")
 
     @tf.function(
         input_signature=[
@@ -89,8 +115,12 @@ class RecommenderModule(tf.Module):
         known = user >= 0
         safe_user = tf.maximum(user, 0)
         batch = tf.shape(users)[0]
-        popular = tf.broadcast_to(self.popularity[None, :], [batch, self.n_products])
-        scores = tf.where(known[:, None], self.scorer.score_all(safe_user), popular)
+        if self.scorer.mlp:
+            popular = tf.broadcast_to(self.popularity[None, :], [batch, self.n_products])
+            scores = tf.where(known[:, None], self.scorer.score_all(safe_user), popular)
+        else:
+            rows = tf.gather(self.user_rows, tf.where(known, user, self.n_users))
+            scores = tf.matmul(rows, self.product_rows, transpose_b=True)
         if exclude_purchased:
             bought = tf.gather(
                 tf.RaggedTensor.from_row_splits(
