@@ -92,9 +92,13 @@ class ReplyCollector(threading.Thread):
     def run(self) -> None:
         try:
             while not self._halt.is_set():
-                # A short wait: consume() holds a partial batch until the timeout, which would
-                # otherwise show up as reply latency.
-                for message in self._consumer.consume(500, timeout=0.01):
+                # Wait for one message, then take what has already arrived: consume(n, timeout)
+                # would hold a partial batch until the timeout, and that wait would be counted
+                # as reply latency.
+                messages = self._consumer.consume(1, timeout=0.1)
+                if messages:
+                    messages += self._consumer.consume(499, timeout=0)
+                for message in messages:
                     if message.error() is None:
                         self._take(message)
         finally:

@@ -7,6 +7,7 @@ been acknowledged by Kafka; if any delivery fails, the batch is re-read from its
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import signal
 import threading
@@ -170,6 +171,9 @@ class ModelServer:
         if self._paused:
             consumer.resume(consumer.assignment())
             self._paused = False
+            # Everything imported so far (TensorFlow's protos among it) is frozen out of Python's
+            # cyclic GC, whose full collections otherwise held up a batch for ~200 ms.
+            gc.freeze()
             log.info("a model is known: serving requests")
         if batch:
             self.process(batch, route, consumer, producer)

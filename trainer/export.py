@@ -122,15 +122,13 @@ class RecommenderModule(tf.Module):
             rows = tf.gather(self.user_rows, tf.where(known, user, self.n_users))
             scores = tf.matmul(rows, self.product_rows, transpose_b=True)
         if exclude_purchased:
-            bought = tf.gather(
-                tf.RaggedTensor.from_row_splits(
-                    self.purchased_products, self.purchased_splits, validate=False
-                ),
-                safe_user,
-            )
-            rows = bought.value_rowids()
-            # Unknown users were looked up as index 0: their (borrowed) purchases are not excluded.
-            positions = tf.boolean_mask(tf.stack([rows, bought.flat_values], axis=1), tf.gather(known, rows))
+            # Each user's purchases are purchased_products[splits[u]:splits[u + 1]]; unknown
+            # users have none. Plain index ops: a RaggedTensor gather cost 0.6 ms more per call.
+            starts = tf.gather(self.purchased_splits, safe_user)
+            counts = tf.where(known, tf.gather(self.purchased_splits, safe_user + 1) - starts, 0)
+            rows = tf.repeat(tf.range(tf.size(users, out_type=tf.int64)), counts)
+            bought = tf.gather(self.purchased_products, tf.ragged.range(starts, starts + counts).flat_values)
+            positions = tf.stack([rows, bought], axis=1)
             scores = tf.tensor_scatter_nd_update(
                 scores, positions, tf.fill([tf.shape(positions)[0]], tf.constant(PAD_SCORE, tf.float32))
             )
