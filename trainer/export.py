@@ -27,6 +27,8 @@ from trainer.train import TrainedModel
 # unknown products in serving_default. A finite float, so it survives JSON; product id "".
 PAD_SCORE = -1e30
 PAD_PRODUCT = ""
+# Inputs of `recommend` and `recommend_with_purchased`: each user with its own k.
+RECOMMEND_INPUTS = [tf.TensorSpec([None], tf.string, name="users"), tf.TensorSpec([None], tf.int32, name="k")]
 
 
 class RecommenderModule(tf.Module):
@@ -87,21 +89,11 @@ class RecommenderModule(tf.Module):
         scores = tf.where(user >= 0, personal, tf.gather(self.popularity, safe_product))
         return {"scores": tf.where(product >= 0, scores, tf.constant(PAD_SCORE, tf.float32))}
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name="users"),
-            tf.TensorSpec([None], tf.int32, name="k"),
-        ]
-    )
+    @tf.function(input_signature=RECOMMEND_INPUTS)
     def recommend(self, users: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
         return self._top(users, k, exclude_purchased=True)
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name="users"),
-            tf.TensorSpec([None], tf.int32, name="k"),
-        ]
-    )
+    @tf.function(input_signature=RECOMMEND_INPUTS)
     def recommend_with_purchased(self, users: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
         return self._top(users, k, exclude_purchased=False)
 
