@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, Producer, TopicPartition
+from pydantic import ValidationError
 from pydantic_core import from_json
 
 from common.kafka import make_consumer, make_producer
@@ -320,8 +321,13 @@ def run_load(
                 report.dlq += 1
                 report.dlq_reasons[collector.dead_letters[request_id][:120]] += 1
             continue
+        try:
+            model = answer.reply.model
+        except ValidationError:  # our id on a reply that breaks the schema: not an answer
+            report.unanswered.append(request_id)
+            continue
         report.answered += 1
         report.latencies_ms.append((answer.received - sent) * 1000)
-        report.models[f"{answer.reply.model.instance}/v{answer.reply.model.version}"] += 1
+        report.models[f"{model.instance}/v{model.version}"] += 1
     report.duplicates = sum(count for rid, count in collector.duplicates.items() if rid in sent_at)
     return report

@@ -53,7 +53,7 @@ class RecommenderModule(tf.Module):
             # Dot-product models score every product with one matrix product: rows [u, b_u, 1, 0]
             # against columns [p, 1, b_p, popularity], plus a last row [0, 0, 0, 1] for unknown
             # users, whose scores are then the popularity. No bias broadcasts, no select.
-            users = np.asarray(self.scorer.users.numpy(), np.float32)
+            users = self.scorer.users.numpy()
             ones, zeros = np.ones((len(users), 1), np.float32), np.zeros((len(users), 1), np.float32)
             unknown = np.zeros((1, users.shape[1] + 3), np.float32)
             unknown[0, -1] = 1.0
@@ -68,7 +68,7 @@ class RecommenderModule(tf.Module):
                     self.scorer.products.numpy(),
                     np.ones((data.n_products, 1), np.float32),
                     self.scorer.product_bias.numpy()[:, None],
-                    np.asarray(data.popularity, np.float32)[:, None],
+                    data.popularity[:, None],
                 ],
                 axis=1,
             )
@@ -111,8 +111,8 @@ class RecommenderModule(tf.Module):
             popular = tf.broadcast_to(self.popularity[None, :], [batch, self.n_products])
             scores = tf.where(known[:, None], self.scorer.score_all(safe_user), popular)
         else:
-            rows = tf.gather(self.user_rows, tf.where(known, user, self.n_users))
-            scores = tf.matmul(rows, self.product_rows, transpose_b=True)
+            embedded = tf.gather(self.user_rows, tf.where(known, user, self.n_users))
+            scores = tf.matmul(embedded, self.product_rows, transpose_b=True)
         if exclude_purchased:
             # Each user's purchases are purchased_products[splits[u]:splits[u + 1]]; unknown
             # users have none. Plain index ops: a RaggedTensor gather cost 0.6 ms more per call.

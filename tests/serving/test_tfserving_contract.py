@@ -23,6 +23,7 @@ from tensorflow_serving.apis import (
 )
 
 from tests.serving.tiny_model import PRODUCTS, TOP, save_tiny_model
+from tfserving.protocol import tensor_proto
 from tfserving.server import TFServingServer
 
 NAME = "recommender"
@@ -277,3 +278,22 @@ def test_grpc_metadata_and_status(channel):
         models.GetModelStatus(status_request, timeout=30)
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
     assert error.value.details() == "Could not find any versions of model nope"
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.array([[b"p1", b""], [b"p3", "p\u00e9".encode()]], dtype=object),
+        np.array([[0.5, -1e30]], dtype=np.float32),
+        np.array([True, False]),
+        np.array([[7, 8, 9]], dtype=np.int32),
+        np.zeros((0, 10), dtype=np.float32),
+    ],
+)
+def test_output_encoding_reads_back_as_make_tensor_proto_would_write_it(array):
+    encoded = tensor_proto(array)
+    reference = tf.make_tensor_proto(array)
+    assert encoded.dtype == reference.dtype and encoded.tensor_shape == reference.tensor_shape
+    decoded = tf.make_ndarray(encoded)
+    assert decoded.shape == array.shape and decoded.dtype == tf.make_ndarray(reference).dtype
+    np.testing.assert_array_equal(decoded, array)
