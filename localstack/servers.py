@@ -245,13 +245,15 @@ class KafkaServer(ManagedServer):
 
     def _java(self, main_class: str, *args: str) -> tuple[list[str], dict[str, str]]:
         libs = provision.kafka_libs()
-        # Tuned for one broker on 2 shared cores. Serial GC with a small young generation: G1's
-        # young pauses (90-130 ms with its defaults, up to 110 ms with Kafka's MaxGCPauseMillis=20)
-        # set the reply p99, which fell from 84-180 ms to 44-63 ms at 1,500 requests/s. C1 only
-        # (TieredStopAtLevel=1): C2 compilation of the broker's hot paths took more CPU over the
-        # first minutes than serving the requests did.
+        # Tuned for one broker on 2 shared cores. Serial GC: G1's young pauses (90-130 ms with its
+        # defaults, up to 110 ms with Kafka's MaxGCPauseMillis=20) set the reply p99. A young
+        # collection stops the broker for 15-30 ms whatever the young generation's size (the
+        # survivors are the same in-flight requests), so a large one makes them rare: every 3 s
+        # with 48 MiB at 3,375 requests/s, every ~25 s with 384 MiB (p99 of 8 s steps at that
+        # rate: 45-143 ms before, 35-70 ms after). C1 only (TieredStopAtLevel=1): C2 compilation
+        # of the broker's hot paths took more CPU over the first minutes than serving requests did.
         cmd = [
-            "java", "-Xms256m", "-Xmx1g", "-XX:+UseSerialGC", "-Xmn48m",
+            "java", "-Xms1g", "-Xmx1g", "-XX:+UseSerialGC", "-Xmn384m",
             "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
             "-cp", f"{libs}/*", main_class, *args,
