@@ -7,6 +7,7 @@ caller adds only what its role needs, so a secured cluster works without code ch
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -77,8 +78,29 @@ def ensure_topics(
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     if created:
+        _wait_for_leaders(admin, created, timeout)
         log.info("created topics %s", ", ".join(sorted(created)))
     return created
+
+
+def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> None:
+    # A created topic's partitions get their leaders a moment later; until then the broker
+    # answers NOT_LEADER_FOR_PARTITION, e.g. to the watermark query of a client starting at once.
+    deadline = time.monotonic() + timeout
+    while True:
+        metadata = admin.list_topics(timeout=timeout).topics
+        waiting = [
+            name
+            for name in topics
+            if name not in metadata
+            or metadata[name].error is not None
+            or any(p.leader < 0 or p.error is not None for p in metadata[name].partitions.values())
+        ]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaException(f"topics without partition leaders after {timeout:g}s: {', '.join(waiting)}")
+        time.sleep(0.1)
 
 
 def delivery_error(err: KafkaError | None) -> str | None:

@@ -24,6 +24,8 @@ OUTPUTS = {
     "recommend_with_purchased": ("products", "scores", "fallback"),
     "serving_default": ("scores",),
 }
+# Inputs that are int32 in every signature (docs/contracts.md); the others are strings.
+INT32_INPUTS = frozenset({"k"})
 
 
 class ServingError(Exception):
@@ -86,7 +88,7 @@ class GrpcServingClient:
             shape = tensor_shape_pb2.TensorShapeProto(
                 dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(values))]
             )
-            if values and isinstance(values[0], int):  # `k`: int32 in the signatures
+            if name in INT32_INPUTS:
                 proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_INT32, tensor_shape=shape, int_val=values)
             else:
                 proto = tensor_pb2.TensorProto(

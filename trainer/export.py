@@ -36,7 +36,8 @@ class RecommenderModule(tf.Module):
         super().__init__(name="recommender")
         data = trained.data
         self.n_products = data.n_products
-        self.scorer: Scorer = trained.scorer
+        scorer: Scorer = trained.scorer
+        self.mlp = scorer.mlp
         self.user_index = _lookup(data.user_ids)
         self.product_index = _lookup(data.product_ids)
         # Padded to MAX_K ids so top_k over a small catalogue still returns MAX_K columns.
@@ -49,25 +50,28 @@ class RecommenderModule(tf.Module):
         )
         self.popularity = tf.Variable(data.popularity, trainable=False, name="popularity")
         self.n_users = data.n_users
-        if not self.scorer.mlp:
-            # Dot-product models score every product with one matrix product: rows [u, b_u, 1, 0]
-            # against columns [p, 1, b_p, popularity], plus a last row [0, 0, 0, 1] for unknown
-            # users, whose scores are then the popularity. No bias broadcasts, no select.
-            users = self.scorer.users.numpy()
+        if self.mlp:
+            self.scorer = scorer
+        else:
+            # Dot-product models keep only augmented rows, scored with one matrix product: rows
+            # [u, b_u, 1, 0] against columns [p, 1, b_p, popularity], plus a last row [0, 0, 0, 1]
+            # for unknown users, whose scores are then the popularity. No bias broadcasts, no
+            # select, and the embeddings are stored once.
+            users = scorer.users.numpy()
             ones, zeros = np.ones((len(users), 1), np.float32), np.zeros((len(users), 1), np.float32)
             unknown = np.zeros((1, users.shape[1] + 3), np.float32)
             unknown[0, -1] = 1.0
             user_rows = np.concatenate(
                 [
-                    np.concatenate([users, self.scorer.user_bias.numpy()[:, None], ones, zeros], axis=1),
+                    np.concatenate([users, scorer.user_bias.numpy()[:, None], ones, zeros], axis=1),
                     unknown,
                 ]
             )
             product_rows = np.concatenate(
                 [
-                    self.scorer.products.numpy(),
+                    scorer.products.numpy(),
                     np.ones((data.n_products, 1), np.float32),
-                    self.scorer.product_bias.numpy()[:, None],
+                    scorer.product_bias.numpy()[:, None],
                     data.popularity[:, None],
                 ],
                 axis=1,
@@ -85,8 +89,12 @@ class RecommenderModule(tf.Module):
         user = self.user_index.lookup(users)
         product = self.product_index.lookup(products)
         safe_product = tf.maximum(product, 0)
-        personal = self.scorer.score_pairs(tf.maximum(user, 0), safe_product)
-        scores = tf.where(user >= 0, personal, tf.gather(self.popularity, safe_product))
+        if self.mlp:
+            personal = self.scorer.score_pairs(tf.maximum(user, 0), safe_product)
+            scores = tf.where(user >= 0, personal, tf.gather(self.popularity, safe_product))
+        else:
+            rows = tf.gather(self.user_rows, tf.where(user >= 0, user, self.n_users))
+            scores = tf.reduce_sum(rows * tf.gather(self.product_rows, safe_product), axis=1)
         return {"scores": tf.where(product >= 0, scores, tf.constant(PAD_SCORE, tf.float32))}
 
     @tf.function(input_signature=RECOMMEND_INPUTS)
@@ -107,7 +115,7 @@ class RecommenderModule(tf.Module):
         known = user >= 0
         safe_user = tf.maximum(user, 0)
         batch = tf.shape(users)[0]
-        if self.scorer.mlp:
+        if self.mlp:
             popular = tf.broadcast_to(self.popularity[None, :], [batch, self.n_products])
             scores = tf.where(known[:, None], self.scorer.score_all(safe_user), popular)
         else:

@@ -74,6 +74,27 @@ def test_recommend_scores_equal_serving_default_scores(exported: Exported):
         )
 
 
+def test_served_scores_are_the_trained_scorers(exported: Exported):
+    data, scorer = exported.trained.data, exported.trained.scorer
+    rng = np.random.default_rng(3)
+    users, products = rng.integers(0, data.n_users, 50), rng.integers(0, data.n_products, 50)
+    served = exported.loaded.signatures["serving_default"](
+        users=tf.constant(data.user_ids[users].astype(str)),
+        products=tf.constant(data.product_ids[products].astype(str)),
+    )
+    np.testing.assert_allclose(
+        served["scores"].numpy(), scorer.score_pairs(users, products).numpy(), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_a_dot_product_export_stores_the_embeddings_once(exported: Exported):
+    assert not exported.trained.scorer.mlp
+    saved = tf.train.list_variables(str(exported.export_dir / "variables" / "variables"))
+    embeddings = exported.trained.scorer.users.shape.num_elements()
+    large = [name for name, shape in saved if np.prod(shape) >= embeddings]
+    assert len(large) == 1, saved
+
+
 def test_purchased_products_are_excluded(exported: Exported):
     model = exported.loaded.signatures
     heavy = exported.snapshot.purchases["user"].value_counts().index[:20].tolist()
