@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--protocol", choices=["grpc", "rest"], help="how to call TF-Serving (default grpc)")
     parser.add_argument("--max-batch", type=int, help="most requests per batch (default 512)")
     parser.add_argument(
-        "--max-wait-ms", type=int, help="after a batch's first request, how long to wait for more (default 3)"
+        "--max-wait-ms", type=int, help="after a batch's first request, how long to wait for more (default 0)"
     )
     parser.add_argument("--port", type=int, help="HTTP port (default 8080)")
     parser.set_defaults(handler=run)

@@ -20,7 +20,7 @@ class ModelServerSettings(ServingSettings):
     modelserver_protocol: Literal["grpc", "rest"] = Field("grpc", description="How to call TF-Serving.")
     modelserver_max_batch: int = Field(512, ge=1, le=10_000, description="Most requests per batch.")
     modelserver_max_wait_ms: int = Field(
-        3, ge=0, le=10_000, description="After a batch's first request, how long to wait for more."
+        0, ge=0, le=10_000, description="After a batch's first request, how long to wait for more."
     )
     modelserver_call_timeout_s: float = Field(5.0, gt=0, description="Timeout of one predict call.")
     modelserver_serving_deadline_s: float = Field(
