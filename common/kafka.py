@@ -17,10 +17,35 @@ from common.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# The largest record any of our producers sends (librdkafka's default, stated so that the
+# contract's limits can be checked against it; KAFKA_MESSAGE_MAX_BYTES overrides it). It is below
+# the broker's default (1,048,588), so the producer refuses a record before the broker would.
+PRODUCER_MAX_MESSAGE_BYTES = 1_000_000
+
+# Delivery errors about the record itself: producing the same bytes again cannot succeed.
+RECORD_REFUSALS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,  # raised by produce() locally and by the broker alike
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_RECORD,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_TIMESTAMP,
+        KafkaError._INVALID_ARG,
+        KafkaError._KEY_SERIALIZATION,
+        KafkaError._VALUE_SERIALIZATION,
+    }
+)
+
 
 def producer_config(settings: Settings, **overrides: str | int | bool) -> dict:
     # Idempotence gives ordered, de-duplicated retries per partition at acks=all.
-    config: dict = {"enable.idempotence": True, "acks": "all", "linger.ms": 5}
+    config: dict = {
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "message.max.bytes": PRODUCER_MAX_MESSAGE_BYTES,
+    }
     config.update(settings.kafka)
     config.update(overrides)
     return config
@@ -101,6 +126,11 @@ def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> 
         if time.monotonic() > deadline:
             raise KafkaException(f"topics without partition leaders after {timeout:g}s: {', '.join(waiting)}")
         time.sleep(0.1)
+
+
+def refuses_record(err: KafkaError) -> bool:
+    """True when Kafka refused the record's content, so only a different record can succeed."""
+    return err.code() in RECORD_REFUSALS
 
 
 def delivery_error(err: KafkaError | None) -> str | None:

@@ -12,18 +12,22 @@ import logging
 import signal
 import threading
 import time
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from common.kafka import delivery_error, make_consumer, make_producer
+from common.kafka import delivery_error, make_consumer, make_producer, refuses_record
 from modelserver.metrics import Metrics
 from modelserver.processing import (
     DeadLetter,
     ErrorKind,
     Incoming,
+    Record,
     Reply,
     Valid,
+    describe_exception,
     first_offsets,
     next_offsets,
     parse,
@@ -63,9 +67,33 @@ def answer(
             )
             log.warning("%d requests to the DLQ: %s", len(call.requests), reason)
             dead.extend(DeadLetter(valid.source, ErrorKind.SERVING_FAILED, reason) for valid in call.requests)
+        except Exception as exc:
+            # A bug met by one request must not fail its batch, nor meet it again after a restart:
+            # each request is served alone, and the ones that still fail are dead-lettered.
+            log.exception("unexpected error serving %d requests", len(call.requests))
+            if len(call.requests) > 1:
+                for valid in call.requests:
+                    alone = answer([valid], route, deadline_s, metrics)
+                    answered.extend(alone[0])
+                    dead.extend(alone[1])
+            else:
+                dead.append(
+                    DeadLetter(call.requests[0].source, ErrorKind.INTERNAL_ERROR, describe_exception(exc))
+                )
         finally:
             metrics.predict_latency.labels(call.signature.value).observe(time.monotonic() - started)
     return answered, dead
+
+
+@dataclass(frozen=True, eq=False)
+class Outgoing:
+    """A record to produce, with what it answers: a reply to a request, or a dead letter."""
+
+    topic: str
+    record: Record
+    source: Incoming
+    reply: tuple[Valid, Reply] | None = None
+    letter: DeadLetter | None = None
 
 
 def _incoming(message: Message) -> Incoming:
@@ -190,47 +218,115 @@ class ModelServer:
 
     def process(self, batch: list[Incoming], route: Route, consumer: Consumer, producer: Producer) -> None:
         self.metrics.observe_batch(len(batch))
+        limit = self.settings.modelserver_max_request_bytes
         valid: list[Valid] = []
         dead: list[DeadLetter] = []
-        for item in map(parse, batch):
+        for item in (parse(message, limit) for message in batch):
             (valid if isinstance(item, Valid) else dead).append(item)
         answered, failed = answer(valid, route, self.settings.modelserver_serving_deadline_s, self.metrics)
         dead.extend(failed)
-
-        errors: list[str] = []
-
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                errors.append(delivery_error(err) or "unknown")
-
-        for _, reply in answered:
-            self._produce(
-                producer,
+        pending = [
+            Outgoing(
                 self.settings.topic_replies,
-                reply.request_id.encode(),
-                reply.to_bytes(),
-                None,
-                on_delivery,
+                Record(reply.request_id.encode(), reply.to_bytes(), []),
+                valid_request.source,
+                reply=(valid_request, reply),
             )
-        for letter in dead:
-            self._produce(
-                producer,
-                self.settings.topic_dlq,
-                letter.source.key,
-                letter.source.value,
-                letter.headers,
-                on_delivery,
-            )
+            for valid_request, reply in answered
+        ] + [
+            Outgoing(self.settings.topic_dlq, letter.record(limit), letter.source, letter=letter)
+            for letter in dead
+        ]
+        delivered: list[Outgoing] = []
+        # A record Kafka refuses is replaced by a smaller one (a reply by a dead letter, a dead
+        # letter by its headers alone), so no message can be re-read and refused forever.
+        while pending:
+            refused = self._deliver(producer, pending)
+            if refused is None:
+                self._rewind(consumer, batch)
+                return
+            refused_ids = {id(item) for item, _ in refused}
+            delivered.extend(item for item in pending if id(item) not in refused_ids)
+            pending = [
+                replacement for item, reason in refused if (replacement := self._replace(item, reason))
+            ]
+        consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets(batch).items()])
+        self._observe(route, delivered)
+
+    def _deliver(self, producer: Producer, records: list[Outgoing]) -> list[tuple[Outgoing, str]] | None:
+        """Produce and wait for every ack: the refused records with why, or None to re-read the batch."""
+        errors: dict[int, KafkaError] = {}
+
+        def on_delivery(index: int, err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                errors[index] = err
+
+        for index, item in enumerate(records):
+            error = self._produce(producer, item, partial(on_delivery, index))
+            if error is not None:
+                errors[index] = error
         undelivered = producer.flush(60)
-        if undelivered or errors:
+        retry = [err for err in errors.values() if not refuses_record(err)]
+        if undelivered or retry:
+            self.metrics.produce_failures.labels("failed").inc(undelivered + len(retry))
             log.error(
                 "%d records not acknowledged (%s); re-reading the batch",
-                undelivered + len(errors),
-                errors[0] if errors else "flush timed out",
+                undelivered + len(retry),
+                delivery_error(retry[0]) if retry else "flush timed out",
             )
-            self._rewind(consumer, batch)
-            return
-        consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets(batch).items()])
+            if any(err.fatal() for err in retry):
+                raise KafkaException(next(err for err in retry if err.fatal()))
+            return None
+        self.metrics.produce_failures.labels("refused").inc(len(errors))
+        return [(records[index], delivery_error(err) or "refused") for index, err in errors.items()]
+
+    @staticmethod
+    def _produce(producer: Producer, item: Outgoing, on_delivery: Any) -> KafkaError | None:
+        """Hand one record to the producer; the error when it refuses it at once."""
+        record = item.record
+        while True:
+            try:
+                producer.produce(
+                    item.topic, key=record.key, value=record.value, headers=record.headers or None,
+                    on_delivery=on_delivery,
+                )  # fmt: skip
+                return None
+            except BufferError:  # the local queue is full: let deliveries drain, then retry
+                producer.poll(0.1)
+            except KafkaException as exc:
+                return exc.args[0]
+            except Exception as exc:  # e.g. a header librdkafka cannot take: the record is at fault
+                return KafkaError(KafkaError._INVALID_ARG, describe_exception(exc))
+
+    def _replace(self, item: Outgoing, reason: str) -> Outgoing | None:
+        topic = self.settings.topic_dlq
+        if item.letter is None:
+            letter = DeadLetter(
+                item.source, ErrorKind.REPLY_UNDELIVERABLE, f"Kafka refused the reply: {reason}"
+            )
+            log.warning(
+                "reply to %s:%d@%d refused (%s): dead-lettered",
+                item.source.topic,
+                item.source.partition,
+                item.source.offset,
+                reason,
+            )
+            return Outgoing(
+                topic, letter.record(self.settings.modelserver_max_request_bytes), item.source, letter=letter
+            )
+        if item.record.value:
+            letter = DeadLetter(
+                item.source, item.letter.kind, f"{item.letter.error}; value dropped: {reason}"
+            )
+            return Outgoing(topic, letter.record(0), item.source, letter=letter)
+        log.error(
+            "dropping the dead letter of %s:%d@%d: Kafka refused even its headers (%s)",
+            item.source.topic, item.source.partition, item.source.offset, reason,
+        )  # fmt: skip
+        return None
+
+    def _observe(self, route: Route, delivered: list[Outgoing]) -> None:
+        answered = [item.reply for item in delivered if item.reply is not None]
         if answered:
             now = time.time()
             self.metrics.observe_replies(
@@ -248,22 +344,16 @@ class ModelServer:
                     for _, reply in answered[-self.metrics.recent :]
                 ],
             )
-        for letter in dead:
-            self.metrics.observe_dead_letter(
-                letter.kind.value,
-                {"dlq": letter.kind.value, "error": letter.error[:200], "offset": letter.source.offset},
-            )
-
-    @staticmethod
-    def _produce(
-        producer: Producer, topic: str, key: bytes | None, value: bytes | None, headers: Any, on_delivery: Any
-    ) -> None:
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
-                return
-            except BufferError:  # the local queue is full: let deliveries drain, then retry
-                producer.poll(0.1)
+        for item in delivered:
+            if item.letter is not None:
+                self.metrics.observe_dead_letter(
+                    item.letter.kind.value,
+                    {
+                        "dlq": item.letter.kind.value,
+                        "error": item.letter.error[:200],
+                        "offset": item.source.offset,
+                    },
+                )
 
     def _measure_lag(self, consumer: Consumer) -> None:
         if time.monotonic() < self._next_lag:

@@ -41,6 +41,18 @@ class Metrics:
             registry=r,
         )
         self.retries = Counter("recommender_serving_retries", "Predict calls retried.", registry=r)
+        self.produce_failures = Counter(
+            "recommender_produce_failures",
+            "Records Kafka did not take: refused (replaced by a dead letter) or failed (batch re-read).",
+            ["outcome"],
+            registry=r,
+        )
+        self.rejected_updates = Counter(
+            "recommender_model_updates_rejected",
+            "Model updates ignored: malformed, oversized, or naming an instance that does not answer.",
+            ["reason"],
+            registry=r,
+        )
         self.switches = Counter("recommender_model_switches", "Switches to a new model.", registry=r)
         self.ready = Gauge("recommender_ready", "1 when a model is known.", registry=r)
         self.lag = Gauge(

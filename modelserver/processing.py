@@ -7,6 +7,7 @@ only moves bytes between Kafka and these functions.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -15,15 +16,39 @@ import numpy as np
 from pydantic import ValidationError
 from pydantic_core import from_json, to_json
 
-from common.schemas import SCHEMA_VERSION, DeadLetterHeaders, ModelRef, RecommendationRequest, now_ms
+from common.schemas import (
+    MAX_ID_LENGTH,
+    MAX_K,
+    MAX_REQUEST_ID_LENGTH,
+    MAX_TEXT_LENGTH,
+    SCHEMA_VERSION,
+    DeadLetterHeaders,
+    ModelRef,
+    RecommendationRequest,
+    now_ms,
+)
 
 
 class ErrorKind(StrEnum):
     """Values of the `error-kind` header (docs/contracts.md)."""
 
     NOT_JSON = "not-json"
+    TOO_LARGE = "too-large"
     INVALID_REQUEST = "invalid-request"
     SERVING_FAILED = "serving-failed"
+    REPLY_UNDELIVERABLE = "reply-undeliverable"
+    INTERNAL_ERROR = "internal-error"
+
+
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
+MAX_DLQ_KEY_BYTES = 1024
+MAX_REASON_BYTES = 1024
+# The largest reply `Reply.to_bytes` can make from a request and a model within the contract's
+# limits: JSON escapes a control character as \uXXXX (6 bytes), an item adds at most 64 bytes
+# of punctuation and score. A test builds that worst case; the producer's limit is far above it.
+MAX_REPLY_BYTES = 512 + 6 * (MAX_REQUEST_ID_LENGTH + MAX_ID_LENGTH + MAX_TEXT_LENGTH) + MAX_K * (
+    64 + 6 * MAX_ID_LENGTH
+)
 
 
 class Signature(StrEnum):
@@ -47,22 +72,46 @@ class Incoming:
 
 
 @dataclass(frozen=True)
+class Record:
+    """A record ready to produce (the loop picks the topic)."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+def _bounded(data: bytes, limit: int) -> bytes:
+    return data if len(data) <= limit else data[:limit]
+
+
+@dataclass(frozen=True)
 class DeadLetter:
-    """A record for the DLQ: the original key and bytes, with the reason in headers."""
+    """A rejected request for the DLQ: the original key and bytes, with the reason in headers."""
 
     source: Incoming
     kind: ErrorKind
     error: str
 
-    @property
-    def headers(self) -> list[tuple[str, bytes]]:
-        return [
-            (DeadLetterHeaders.ERROR, self.error.encode()),
+    def record(self, max_value_bytes: int) -> Record:
+        """The DLQ record, at most `max_value_bytes` of the original value plus ~3 KiB.
+
+        A longer original keeps its first bytes and says so (`truncated`, `original-size`); the
+        whole of it stays readable at its source offset for the request topic's retention.
+        """
+        value = self.source.value or b""
+        kept = _bounded(value, max_value_bytes)
+        headers = [
+            (DeadLetterHeaders.ERROR, _bounded(self.error.encode(), MAX_REASON_BYTES)),
             (DeadLetterHeaders.ERROR_KIND, self.kind.value.encode()),
             (DeadLetterHeaders.SOURCE_TOPIC, self.source.topic.encode()),
             (DeadLetterHeaders.SOURCE_PARTITION, str(self.source.partition).encode()),
             (DeadLetterHeaders.SOURCE_OFFSET, str(self.source.offset).encode()),
+            (DeadLetterHeaders.ORIGINAL_SIZE, str(len(value)).encode()),
         ]
+        if len(kept) < len(value):
+            headers.append((DeadLetterHeaders.TRUNCATED, b"true"))
+        key = None if self.source.key is None else _bounded(self.source.key, MAX_DLQ_KEY_BYTES)
+        return Record(key, kept if self.source.value is not None else None, headers)
 
 
 @dataclass(frozen=True)
@@ -80,18 +129,62 @@ def describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse(message: Incoming) -> Valid | DeadLetter:
+def describe_exception(exc: BaseException) -> str:
+    """`TypeError: first line of the message`, for reasons that must stay one line."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    document: dict = {}
+    for key, value in pairs:
+        if key in document:
+            raise ValueError(f"duplicate key {key!r}")
+        document[key] = value
+    return document
+
+
+def _has_duplicate_keys(value: bytes, document: dict) -> str | None:
+    # Every key/value pair needs a ':' byte, so with no more ':' bytes than distinct top-level
+    # keys there is no duplicate (the common case: one count instead of a second parse).
+    if value.count(b":") <= len(document):
+        return None
+    try:
+        json.loads(value, object_pairs_hook=_reject_duplicate_keys)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def parse(message: Incoming, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> Valid | DeadLetter:
     """Validate one request; anything but a well-formed request becomes a dead letter."""
+    try:
+        return _parse(message, max_request_bytes)
+    except Exception as exc:  # a bug here must cost one message a dead letter, never the loop
+        return DeadLetter(message, ErrorKind.INTERNAL_ERROR, describe_exception(exc))
+
+
+def _parse(message: Incoming, max_request_bytes: int) -> Valid | DeadLetter:
     if not message.value:
         return DeadLetter(message, ErrorKind.NOT_JSON, "empty message")
+    if len(message.value) > max_request_bytes:
+        return DeadLetter(
+            message,
+            ErrorKind.TOO_LARGE,
+            f"request is {len(message.value)} bytes, over MODELSERVER_MAX_REQUEST_BYTES={max_request_bytes}",
+        )
     try:
-        document = from_json(message.value)  # pydantic-core's parser: a fifth of json.loads' CPU
+        # pydantic-core's parser: a fifth of json.loads' CPU. NaN and Infinity are not JSON.
+        document = from_json(message.value, allow_inf_nan=False)
     except ValueError as exc:
         return DeadLetter(message, ErrorKind.NOT_JSON, f"not JSON: {exc}")
     if not isinstance(document, dict):
         return DeadLetter(
             message, ErrorKind.INVALID_REQUEST, f"expected a JSON object, got {type(document).__name__}"
         )
+    duplicate = _has_duplicate_keys(message.value, document)
+    if duplicate:
+        return DeadLetter(message, ErrorKind.INVALID_REQUEST, f"ambiguous JSON: {duplicate}")
     try:
         return Valid(message, RecommendationRequest.model_validate(document))
     except ValidationError as exc:
@@ -173,13 +266,14 @@ def _text(value: object) -> str:
 
 
 def _items(products: list, scores: list[float], k: int) -> list[tuple[str, float]]:
-    # Padding (product "", see docs/contracts.md) and non-finite scores never reach a reply.
+    # Padding (product "", see docs/contracts.md), non-finite scores and ids longer than the
+    # contract allows never reach a reply, which keeps every reply under MAX_REPLY_BYTES.
     items = []
     for product, score in zip(products, scores, strict=True):
         if len(items) == k:
             break
         name = _text(product)
-        if name and math.isfinite(score):
+        if name and len(name) <= MAX_ID_LENGTH and math.isfinite(score):
             items.append((name, score))
     return items
 

@@ -22,6 +22,12 @@ class ModelServerSettings(ServingSettings):
     modelserver_max_wait_ms: int = Field(
         0, ge=0, le=10_000, description="After a batch's first request, how long to wait for more."
     )
+    modelserver_max_request_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=512 * 1024,
+        description="Larger requests are dead-lettered as too-large; a dead letter keeps this much.",
+    )
     modelserver_call_timeout_s: float = Field(5.0, gt=0, description="Timeout of one predict call.")
     modelserver_serving_deadline_s: float = Field(
         20.0, gt=0, description="Retry a failing call until this deadline, then dead-letter the batch."

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from common.kafka import make_consumer
 from common.schemas import ModelUpdate
 from modelserver.metrics import Metrics
+from modelserver.processing import describe, describe_exception
 from modelserver.routing import Route, Router, check_answers
 from modelserver.serving import client_for
 from modelserver.settings import ModelServerSettings
@@ -20,6 +21,7 @@ from modelserver.settings import ModelServerSettings
 log = logging.getLogger(__name__)
 
 RECHECK_EVERY_S = 2.0
+MAX_UPDATE_BYTES = 64 * 1024  # a model update is ~400 bytes; anything near this is not one
 
 
 class ModelWatcher(threading.Thread):
@@ -87,25 +89,41 @@ class ModelWatcher(threading.Thread):
                 continue
             if time.monotonic() < next_check:
                 continue
+            if self._try_install(pending):
+                continue
+            next_check = time.monotonic() + RECHECK_EVERY_S
+            if warned_for != pending:
+                warned_for = pending
+                self.metrics.rejected_updates.labels("not-available").inc()
+                log.warning(
+                    "instance %s (%s) does not report %s v%d AVAILABLE; keeping the current route",
+                    pending.instance,
+                    pending.grpc if self.settings.modelserver_protocol == "grpc" else pending.url,
+                    pending.model,
+                    pending.version,
+                )
+
+    def _try_install(self, update: ModelUpdate) -> bool:
+        """Route to the update's instance if it answers; an unreachable or odd target only says no."""
+        try:
             client = client_for(
-                pending, self.settings.modelserver_protocol, self.settings.modelserver_call_timeout_s
+                update, self.settings.modelserver_protocol, self.settings.modelserver_call_timeout_s
             )
-            if check_answers(client, self.settings.modelserver_switch_check_s, stop=self.stop):
-                if self.router.install(Route(pending, client)) is not None:
-                    self.metrics.switches.inc()
-                self.metrics.ready.set(1)
-            else:
-                client.close()
-                next_check = time.monotonic() + RECHECK_EVERY_S
-                if warned_for != pending:
-                    warned_for = pending
-                    log.warning(
-                        "instance %s (%s) does not report %s v%d AVAILABLE; keeping the current route",
-                        pending.instance,
-                        pending.grpc if self.settings.modelserver_protocol == "grpc" else pending.url,
-                        pending.model,
-                        pending.version,
-                    )
+        except Exception as exc:
+            log.warning("cannot make a client for %s: %s", update.grpc, describe_exception(exc))
+            return False
+        try:
+            answers = check_answers(client, self.settings.modelserver_switch_check_s, stop=self.stop)
+        except Exception as exc:
+            log.warning("checking instance %s failed: %s", update.instance, describe_exception(exc))
+            answers = False
+        if not answers:
+            client.close()
+            return False
+        if self.router.install(Route(update, client)) is not None:
+            self.metrics.switches.inc()
+        self.metrics.ready.set(1)
+        return True
 
     def _take(self, message) -> None:
         if message is None:
@@ -114,12 +132,20 @@ class ModelWatcher(threading.Thread):
             if message.error().fatal():
                 raise KafkaException(message.error())
             return
-        if message.value() is None:
+        value = message.value()
+        if value is None:
             return  # a tombstone
+        if len(value) > MAX_UPDATE_BYTES:
+            self._reject(message.offset(), "too-large", f"{len(value)} bytes, over {MAX_UPDATE_BYTES}")
+            return
         try:
-            update = ModelUpdate.model_validate_json(message.value())
+            update = ModelUpdate.model_validate_json(value)
         except ValidationError as exc:
-            log.warning("ignoring an invalid model update at offset %d: %s", message.offset(), exc)
+            self._reject(message.offset(), "invalid", describe(exc))
             return
         if update.model == self.settings.model_name:
             self.latest = update
+
+    def _reject(self, offset: int, reason: str, detail: str) -> None:
+        self.metrics.rejected_updates.labels(reason).inc()
+        log.warning("ignoring a model update at offset %d (%s): %s", offset, reason, detail[:500])

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.schemas import DeadLetterHeaders, RecommendationRequest
-from modelserver.processing import DeadLetter, ErrorKind, Incoming, Valid, parse
+from modelserver.processing import DEFAULT_MAX_REQUEST_BYTES, DeadLetter, ErrorKind, Incoming, Valid, parse
 
 SETTINGS = settings(max_examples=300, deadline=None)
 
@@ -37,7 +37,7 @@ def incoming(value: bytes | None) -> Incoming:
 def check_dead_letter(result: object, value: bytes | None) -> None:
     assert isinstance(result, DeadLetter)
     assert result.error and result.kind in (ErrorKind.NOT_JSON, ErrorKind.INVALID_REQUEST)
-    headers = dict(result.headers)
+    headers = dict(result.record(DEFAULT_MAX_REQUEST_BYTES).headers)
     assert headers[DeadLetterHeaders.ERROR_KIND] == result.kind.value.encode()
     assert headers[DeadLetterHeaders.SOURCE_OFFSET] == b"42"
     assert result.source.value == value  # the DLQ gets the original bytes

@@ -8,9 +8,22 @@ import random
 import numpy as np
 import pytest
 
-from common.schemas import DeadLetterHeaders, ModelRef, RecommendationReply, ScoredItem
+from common.kafka import PRODUCER_MAX_MESSAGE_BYTES
+from common.schemas import (
+    MAX_ID_LENGTH,
+    MAX_K,
+    MAX_REQUEST_ID_LENGTH,
+    MAX_TEXT_LENGTH,
+    DeadLetterHeaders,
+    ModelRef,
+    RecommendationReply,
+    RecommendationRequest,
+    ScoredItem,
+)
 from modelserver.processing import (
+    DEFAULT_MAX_REQUEST_BYTES,
     FALLBACK_REASON,
+    MAX_REPLY_BYTES,
     DeadLetter,
     ErrorKind,
     Incoming,
@@ -66,7 +79,7 @@ def test_bad_requests_become_dead_letters_with_a_reason(raw, kind, fragment):
     assert isinstance(item, DeadLetter)
     assert item.kind is kind
     assert fragment in item.error
-    headers = dict(item.headers)
+    headers = dict(item.record(DEFAULT_MAX_REQUEST_BYTES).headers)
     assert headers[DeadLetterHeaders.ERROR_KIND] == kind.value.encode()
     assert headers[DeadLetterHeaders.SOURCE_OFFSET] == b"41"
     assert headers[DeadLetterHeaders.SOURCE_PARTITION] == b"1"
@@ -172,3 +185,104 @@ def test_reply_for_every_request_of_a_mixed_batch_roundtrips_the_schema():
             model=MODEL,
             served_at=7,
         )
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "fragment"),
+    [
+        (
+            b"x" * (DEFAULT_MAX_REQUEST_BYTES + 1),
+            ErrorKind.TOO_LARGE,
+            "over MODELSERVER_MAX_REQUEST_BYTES=65536",
+        ),
+        (b'{"request_id": "r", "user": "u", "k": NaN}', ErrorKind.NOT_JSON, "not JSON"),
+        (b'{"request_id": "r", "user": "u", "k": Infinity}', ErrorKind.NOT_JSON, "not JSON"),
+        (b'{"request_id": "r", "user": "u", "k": 3, "k": 4}', ErrorKind.INVALID_REQUEST, "duplicate key 'k'"),
+        # Colons inside strings take the exact check's path: still caught, and nothing else is.
+        (b'{"request_id": "a:b", "user": "u:1", "user": "u:2"}', ErrorKind.INVALID_REQUEST, "duplicate key"),
+        (b'{"request_id": "r", "user": "u\x00"}', ErrorKind.NOT_JSON, "control character"),
+        (b"[" * 10_000 + b"]" * 10_000, ErrorKind.NOT_JSON, "recursion limit"),
+        (request_bytes(request_id="r" * 201), ErrorKind.INVALID_REQUEST, "at most 200 characters"),
+        (request_bytes(user="u" * 257), ErrorKind.INVALID_REQUEST, "at most 256 characters"),
+        (request_bytes(user=2**64), ErrorKind.INVALID_REQUEST, "less than 9223372036854775808"),
+        (request_bytes(products=list(range(10_001))), ErrorKind.INVALID_REQUEST, "at most 10000 items"),
+        (request_bytes(schema_version=2), ErrorKind.INVALID_REQUEST, "schema_version: Input should be 1"),
+    ],
+)
+def test_hostile_requests_get_the_kind_and_a_reason_naming_the_limit(raw, kind, fragment):
+    item = parse(incoming(raw))
+    assert isinstance(item, DeadLetter)
+    assert item.kind is kind
+    assert fragment in item.error
+
+
+def test_colons_inside_strings_do_not_make_a_good_request_bad():
+    item = parse(incoming(request_bytes(request_id="order:1:2", user="tenant:7")))
+    assert isinstance(item, Valid) and item.request.user == "tenant:7"
+
+
+def test_the_request_byte_limit_is_a_parameter():
+    raw = request_bytes(request_id="r" * 150)
+    assert isinstance(parse(incoming(raw), max_request_bytes=len(raw)), Valid)
+    assert parse(incoming(raw), max_request_bytes=len(raw) - 1).kind is ErrorKind.TOO_LARGE
+
+
+def test_an_unexpected_error_while_parsing_costs_one_dead_letter(monkeypatch):
+    def broken(document):
+        raise RuntimeError("a bug\nwith a second line")
+
+    monkeypatch.setattr("modelserver.processing.RecommendationRequest.model_validate", broken)
+    item = parse(incoming(request_bytes()))
+    assert isinstance(item, DeadLetter)
+    assert item.kind is ErrorKind.INTERNAL_ERROR and item.error == "RuntimeError: a bug"
+
+
+def test_a_dead_letter_of_a_large_message_keeps_a_prefix_and_says_where_the_whole_is():
+    original = b"x" * 1_000_000
+    letter = DeadLetter(Incoming(original, b"k" * 5000, "requests", 1, 77), ErrorKind.TOO_LARGE, "e" * 10_000)
+    record = letter.record(max_value_bytes=1000)
+    headers = dict(record.headers)
+    assert record.value == original[:1000]
+    assert record.key == b"k" * 1024
+    assert headers[DeadLetterHeaders.ORIGINAL_SIZE] == b"1000000"
+    assert headers[DeadLetterHeaders.TRUNCATED] == b"true"
+    assert headers[DeadLetterHeaders.SOURCE_OFFSET] == b"77"
+    assert headers[DeadLetterHeaders.SOURCE_PARTITION] == b"1"
+    assert len(headers[DeadLetterHeaders.ERROR]) == 1024
+    size = len(record.key) + len(record.value) + sum(len(k) + len(v) for k, v in record.headers)
+    assert size < 1000 + 3 * 1024
+    whole = letter.record(max_value_bytes=len(original))
+    assert whole.value == original and DeadLetterHeaders.TRUNCATED not in dict(whole.headers)
+    assert letter.record(0).value == b""
+
+
+def test_the_largest_possible_reply_is_under_its_bound_and_the_producer_limit():
+    # Control characters are the costliest to encode (\uXXXX); every id at its longest.
+    worst_id = "\x01" * MAX_ID_LENGTH
+    batch = [
+        Valid(
+            incoming(b"{}"),
+            RecommendationRequest(request_id="\x01" * MAX_REQUEST_ID_LENGTH, user=worst_id, k=MAX_K),
+        )
+    ]
+    (call,) = plan(batch)
+    outputs = {
+        "products": np.array([[worst_id.encode()] * MAX_K], dtype=object),
+        "scores": np.full((1, MAX_K), -1.2345678e-30, dtype=np.float32),
+        "fallback": np.array([True]),
+    }
+    model = ModelRef(name="\x01" * MAX_TEXT_LENGTH, instance="a", version=2**63 - 1)
+    ((_, reply),) = replies(call, outputs, model, served_at=2**63 - 1)
+    assert len(reply.items) == MAX_K
+    assert len(reply.to_bytes()) <= MAX_REPLY_BYTES < PRODUCER_MAX_MESSAGE_BYTES // 4
+
+
+def test_products_longer_than_the_contract_allows_never_reach_a_reply():
+    (call,) = plan([valid(k=3)])
+    outputs = {
+        "products": np.array([[b"p" * (MAX_ID_LENGTH + 1), b"p1", b"p2"]], dtype=object),
+        "scores": np.array([[3.0, 2.0, 1.0]], dtype=np.float32),
+        "fallback": np.array([False]),
+    }
+    ((_, reply),) = replies(call, outputs, MODEL)
+    assert [product for product, _ in reply.items] == ["p1", "p2"]
