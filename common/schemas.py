@@ -13,9 +13,19 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 SCHEMA_VERSION = 1
 MAX_K = 100
+# Contract limits (docs/contracts.md, "Limits"). With them a reply's size has a bound well under
+# any producer's message.max.bytes (see modelserver.processing.MAX_REPLY_BYTES).
+MAX_ID_LENGTH = 256  # characters of a user or product id
+MAX_REQUEST_ID_LENGTH = 200
+MAX_CANDIDATES = 10_000  # candidate `products` of one request
+MAX_TEXT_LENGTH = 2048  # model names, instance URLs and gRPC targets in model updates
 
-UserId = StrictStr | StrictInt
-ProductId = StrictStr | StrictInt
+# Integer ids are 64-bit, so an id's text in a reply is bounded too.
+UserId = (
+    Annotated[StrictStr, Field(max_length=MAX_ID_LENGTH)] | Annotated[StrictInt, Field(ge=-(2**63), lt=2**63)]
+)
+ProductId = UserId
+BoundedText = Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT_LENGTH)]
 Instance = Literal["a", "b"]
 INSTANCES: tuple[Instance, ...] = ("a", "b")
 
@@ -38,10 +48,10 @@ class _Message(BaseModel):
 
 
 class RecommendationRequest(_Message):
-    request_id: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    request_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_REQUEST_ID_LENGTH)]
     user: UserId
     k: Annotated[StrictInt, Field(ge=1, le=MAX_K)] = 10
-    products: Annotated[list[ProductId], Field(min_length=1, max_length=10_000)] | None = None
+    products: Annotated[list[ProductId], Field(min_length=1, max_length=MAX_CANDIDATES)] | None = None
     exclude_purchased: StrictBool = True
     sent_at: StrictInt = Field(default_factory=now_ms)
 
@@ -82,17 +92,23 @@ class ModelMetrics(BaseModel):
 
 
 class ModelUpdate(_Message):
-    model: StrictStr
+    model: BoundedText
     instance: Instance
-    url: StrictStr
-    grpc: StrictStr
+    url: Annotated[BoundedText, Field(pattern=r"^https?://[^\s/]+")]
+    grpc: Annotated[BoundedText, Field(pattern=r"^[^\s/]+:[0-9]+$")]
     version: StrictInt
     published_at: StrictInt = Field(default_factory=now_ms)
     metrics: ModelMetrics
 
 
 class ServingRecord(_Message):
-    """`models/serving.json`: the instance and version live now."""
+    """`models/serving.json`: the instance and version live now, or being announced.
+
+    While `pending` is set, a publish of this record is in progress or was cut short: `pending`
+    is the exact model update being produced, and `previous` is the whole record it replaces
+    (to put back if the update never reached `model-updates`). Whether the model servers route
+    here is then known only from that topic, so no reader may pick an idle instance from it.
+    """
 
     model: StrictStr
     instance: Instance
@@ -100,6 +116,7 @@ class ServingRecord(_Message):
     published_at: StrictInt
     metrics: ModelMetrics
     previous: ServingRecord | None = None
+    pending: ModelUpdate | None = None
 
 
 class SnapshotPointer(_Message):
@@ -121,3 +138,5 @@ class DeadLetterHeaders:
     SOURCE_TOPIC = "source-topic"
     SOURCE_PARTITION = "source-partition"
     SOURCE_OFFSET = "source-offset"
+    ORIGINAL_SIZE = "original-size"  # bytes of the original value
+    TRUNCATED = "truncated"  # "true" when the value is only the original's first bytes
