@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from common.kafka import make_consumer, make_producer
 from common.schemas import DeadLetterHeaders, RecommendationRequest
@@ -279,3 +280,67 @@ def test_bad_model_updates_are_counted_and_never_switch_the_live_model(world, to
     publish_update(world.update("b"))
     wait_until(lambda: server.get_json("/state")[1]["model"]["instance"] == "b", 60, "the switch to b")
     assert server.running()
+
+
+def test_records_kafka_refuses_are_replaced_by_smaller_dead_letters(world, topics_env, start_modelserver):
+    """Replies and dead letters too large for their topics: the request is dead-lettered instead,
+    and a dead letter is kept as headers alone; the loop goes on and commits."""
+    publish_update(world.update("a"))
+    settings = Settings.load()
+    suffix = uuid.uuid4().hex[:6]
+    replies_topic, dlq_topic = f"small-replies-{suffix}", f"small-dlq-{suffix}"
+    admin = AdminClient(settings.kafka)
+    futures = admin.create_topics(
+        [
+            NewTopic(replies_topic, 1, 1, config={"max.message.bytes": "300"}),
+            NewTopic(dlq_topic, 1, 1, config={"max.message.bytes": "1500"}),
+        ]
+    )
+    for future in futures.values():
+        future.result(30)
+    group = f"modelserver-small-{suffix}"
+    server = start_modelserver(TOPIC_REPLIES=replies_topic, TOPIC_DLQ=dlq_topic, MODELSERVER_GROUP_ID=group)
+    _ready(server)
+    settings = Settings.load(topic_dlq=dlq_topic)
+    users = sorted(world.purchases["user"].unique())[:3]
+    requests = [
+        RecommendationRequest(request_id=uuid.uuid4().hex, user=user, k=10).to_bytes() for user in users
+    ]
+    producer = make_producer(settings)
+    # One at a time, so that each record is its own batch on the way out.
+    for count, value in enumerate([*requests, b"#" * 5000], start=1):
+        producer.produce(settings.topic_requests, key=b"u", value=value)
+        assert producer.flush(15) == 0
+        dead = _read_all(settings, dlq_topic, lambda messages, count=count: len(messages) >= count)
+    assert _ends(settings, replies_topic) == 0
+    letters = [({k: v.decode() for k, v in m.headers()}, m.value()) for m in dead]
+    for (headers, value), original in zip(letters[:3], requests, strict=True):
+        assert headers[DeadLetterHeaders.ERROR_KIND] == "reply-undeliverable"
+        assert "MSG_SIZE_TOO_LARGE" in headers[DeadLetterHeaders.ERROR]
+        assert value == original
+    headers, value = letters[3]
+    assert headers[DeadLetterHeaders.ERROR_KIND] == "not-json"
+    assert "value dropped: " in headers[DeadLetterHeaders.ERROR]
+    assert (value, headers[DeadLetterHeaders.TRUNCATED], headers[DeadLetterHeaders.ORIGINAL_SIZE]) == (
+        b"",
+        "true",
+        "5000",
+    )
+    assert server.running()
+    consumer = make_consumer(settings, group)
+    try:
+        wait_until(
+            lambda: (
+                sum(
+                    max(tp.offset, 0)
+                    for tp in consumer.committed(
+                        [TopicPartition(settings.topic_requests, p) for p in (0, 1)], 10
+                    )
+                )
+                == 4
+            ),
+            30,
+            "the four requests committed",
+        )
+    finally:
+        consumer.close()
