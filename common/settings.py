@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     minio_access_key: SecretStr = Field(SecretStr("minioadmin"), description="MinIO access key.")
     minio_secret_key: SecretStr = Field(SecretStr("minioadmin"), description="MinIO secret key.")
     minio_secure: bool = Field(False, description="Use HTTPS to reach MinIO.")
+    minio_ca_file: str | None = Field(
+        None, description="PEM bundle to trust for MinIO over HTTPS; default the system's."
+    )
     minio_bucket: str = Field("recommender", description="Bucket holding data and models.")
 
     topic_requests: str = Field("recommendation-requests", description="Requests, keyed by user.")
@@ -86,6 +89,14 @@ class Settings(BaseSettings):
         if "://" in value or not value:
             raise ValueError("expected host:port without a scheme, e.g. 127.0.0.1:9000")
         return value
+
+    @field_validator("minio_ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: str | None) -> str | None:
+        # Checked here so a wrong path fails at start-up, not at the first request.
+        if value and not os.path.isfile(value):
+            raise ValueError("no such file")
+        return value or None
 
     @field_validator("log_level")
     @classmethod

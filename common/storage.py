@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import urllib3
 from minio import Minio
 from minio.error import S3Error
 from pydantic import BaseModel
@@ -49,11 +50,23 @@ def completion_marker(instance: Instance, version: int) -> str:
 
 
 def make_client(settings: Settings) -> Minio:
+    http_client = None
+    if settings.minio_ca_file:
+        # minio-py trusts certifi's bundle unless given a pool; this one is minio-py's default
+        # (5-minute timeouts, 5 retries on 5xx) with the configured CA bundle instead.
+        http_client = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=300, read=300),
+            maxsize=10,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=settings.minio_ca_file,
+            retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        )
     return Minio(
         settings.minio_endpoint,
         access_key=settings.minio_access_key.get_secret_value(),
         secret_key=settings.minio_secret_key.get_secret_value(),
         secure=settings.minio_secure,
+        http_client=http_client,
     )
 
 
@@ -150,7 +163,20 @@ class ObjectStore:
         return sorted(versions)
 
 
+class PendingPublishError(RuntimeError):
+    """`models/serving.json` holds a publish that may or may not have reached `model-updates`."""
+
+
 def idle_instance(store: ObjectStore) -> Instance:
-    """Where a new export goes: the instance `models/serving.json` does not name (`a` at first)."""
+    """Where a new export goes: the instance `models/serving.json` does not name (`a` at first).
+
+    A record with a `pending` publish is refused: either instance may be the one the model
+    servers route to until `model-updates` says which (`modelpublisher.publisher.settle_pending`).
+    """
     record = store.get_model(SERVING_RECORD, ServingRecord)
+    if record is not None and record.pending is not None:
+        raise PendingPublishError(
+            f"{SERVING_RECORD} has a pending publish of instance {record.pending.instance} "
+            f"version {record.pending.version}; settle it from the model-updates topic first"
+        )
     return "a" if record is None else other_instance(record.instance)

@@ -12,6 +12,7 @@ from modelpublisher.publisher import (
     newest_complete_version,
     publish,
     rollback,
+    settle_pending,
 )
 
 
@@ -22,8 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="publish: wait (up to PUBLISHER_LOAD_DEADLINE_SECONDS) until the instance reports the "
         "version AVAILABLE, run a `recommend` canary for known users, check the quality gate "
         "(beat popularity by PUBLISHER_MARGIN, stay within PUBLISHER_TOLERANCE of the live model), then "
-        "write models/serving.json and the model update on TOPIC_MODEL_UPDATES. rollback: re-publish the "
-        "previous model. Any failure exits 1 with a one-line reason and changes nothing.",
+        "write models/serving.json (pending), the model update on TOPIC_MODEL_UPDATES, then the final "
+        "serving.json. A publish cut short is settled first from TOPIC_MODEL_UPDATES. rollback: re-publish "
+        "the previous model. Any failure exits 1 with a one-line reason and changes nothing (an unconfirmed "
+        "delivery stays pending for the next run to settle).",
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     pub = actions.add_parser(
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
             update = rollback(settings)
         else:
             store = ObjectStore.from_settings(settings)
+            settle_pending(settings, store)  # a publish cut short decides which instance is idle
             instance = args.instance or idle_instance(store)
             version = args.version or newest_complete_version(store, instance)
             update = publish(settings, instance, version)

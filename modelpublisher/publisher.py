@@ -1,9 +1,24 @@
 """Publish a model version only after it is loaded, answers a canary and passes the quality gate.
 
-Order: gate (no network), wait for AVAILABLE (bounded, with backoff), canary, then
-`models/serving.json` and the message on the compacted `model-updates` topic with confirmed
-delivery. Any failure raises `PublishError` with a one-line reason and leaves both unchanged
-(a failed Kafka delivery puts the old serving record back).
+Order: gate (no network), wait for AVAILABLE (bounded, with backoff), canary; then announce in
+three writes, so that a crash between any two never lets the next upload target the instance the
+model servers route to (they follow the latest update on the compacted `model-updates` topic):
+
+1. `models/serving.json` becomes the new record with `pending` = the exact model update and
+   `previous` = the whole record it replaces. From here on `idle_instance` refuses to answer:
+   the live instance is whichever one `model-updates` names.
+2. The update is produced and its delivery confirmed.
+3. `serving.json` becomes the final record (`pending` cleared, `previous` trimmed to one level).
+
+A crash before 1 changes nothing. After 1, and after 2, the next upload or publish first calls
+`settle_pending`, which reads the latest update on `model-updates` (what the model servers
+read): if it is the pending update, step 3 is done; if it is still the previous record's model
+(or there is none), the previous record is put back. Either way the record then names the
+instance the model servers route to, and the idle instance is the other one. Reading the topic,
+rather than re-producing the pending update, leaves the model servers where they are when the
+update never went out. A delivery that Kafka does not confirm may still have landed, so
+it leaves the publish pending too, for the next run to settle. Any other failure raises
+`PublishError` with a one-line reason before step 1 and changes nothing.
 """
 
 from __future__ import annotations
@@ -11,14 +26,18 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
+import threading
 import time
+import uuid
 from collections.abc import Callable
 
 import httpx
 import pyarrow.parquet as pq
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from pydantic import Field
 
-from common.kafka import delivery_error, make_producer
+from common.kafka import delivery_error, make_consumer, make_producer
 from common.schemas import (
     Instance,
     ModelMetrics,
@@ -26,8 +45,9 @@ from common.schemas import (
     ServingRecord,
     SnapshotPointer,
     now_ms,
+    other_instance,
 )
-from common.settings import ServingSettings
+from common.settings import ServingSettings, Settings
 from common.storage import (
     CURRENT_SNAPSHOT,
     EXPORT_METADATA,
@@ -44,10 +64,15 @@ log = logging.getLogger(__name__)
 
 CANARY_SIGNATURE = "recommend"
 CANARY_CHECKED_ITEMS = 10
+TOPIC_READ_TIMEOUT_SECONDS = 30.0
+# Test-only (tests/faults/test_publisher_crash.py): the publisher stops at this step boundary
+# until it is killed. Unset, as everywhere but in that test, it does nothing.
+PAUSE_AT_VARIABLE = "PUBLISHER_TEST_PAUSE_AT"
 
 
 class PublishError(Exception):
-    """Publishing stopped; the message is one line saying why. Nothing was changed."""
+    """Publishing stopped; the message is one line saying why. Nothing was announced, except after
+    an unconfirmed delivery, which stays pending in `models/serving.json` (see `settle_pending`)."""
 
 
 class ModelPublisherSettings(ServingSettings):
@@ -183,7 +208,8 @@ def publish(settings: ModelPublisherSettings, instance: Instance, version: int) 
     """Gate, wait for the load, canary, then record and announce the model. Raises PublishError."""
     store = ObjectStore.from_settings(settings)
     candidate = read_export_metrics(store, instance, version)
-    live = store.get_model(SERVING_RECORD, ServingRecord)
+    live = settle_pending(settings, store)
+    _refuse_live_instance(live, instance, version)
     decision = check_quality(
         candidate,
         live.metrics if live else None,
@@ -194,22 +220,114 @@ def publish(settings: ModelPublisherSettings, instance: Instance, version: int) 
         raise PublishError(f"quality gate: {decision.reason}")
     log.info("quality gate %s", decision.reason)
     _check_serving(settings, store, instance, version, candidate)
-    previous = live.model_copy(update={"previous": None}) if live else None
-    return _record_and_announce(settings, store, instance, version, candidate, live, previous)
+    return _record_and_announce(settings, store, instance, version, candidate, live)
 
 
 def rollback(settings: ModelPublisherSettings) -> ModelUpdate:
     """Re-publish the record that the live one replaced, after checking it is still served."""
     store = ObjectStore.from_settings(settings)
-    live = store.get_model(SERVING_RECORD, ServingRecord)
+    live = settle_pending(settings, store)
     if live is None or live.previous is None:
         raise PublishError("nothing to roll back to: models/serving.json has no previous model")
     target = live.previous
+    _refuse_live_instance(live, target.instance, target.version)
     _check_serving(settings, store, target.instance, target.version, target.metrics)
-    current = live.model_copy(update={"previous": None})
-    return _record_and_announce(
-        settings, store, target.instance, target.version, target.metrics, live, current
+    return _record_and_announce(settings, store, target.instance, target.version, target.metrics, live)
+
+
+def latest_update(settings: Settings, model: str) -> ModelUpdate | None:
+    """The last update for `model` on the compacted `model-updates` topic: what model servers route by.
+
+    Read from the beginning to the end offsets taken at the start, with a private group that
+    commits nothing, as the model servers' watcher does.
+    """
+    topic = settings.topic_model_updates
+    consumer = make_consumer(
+        settings, f"modelpublisher-settle-{uuid.uuid4().hex[:8]}", **{"enable.auto.commit": False}
     )
+    try:
+        metadata = consumer.list_topics(topic, timeout=TOPIC_READ_TIMEOUT_SECONDS)
+        if topic not in metadata.topics or metadata.topics[topic].error is not None:
+            raise PublishError(f"cannot read topic {topic}: it does not exist (run `recommender init`)")
+        partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.topics[topic].partitions]
+        watermarks = {
+            tp.partition: consumer.get_watermark_offsets(tp, timeout=TOPIC_READ_TIMEOUT_SECONDS)
+            for tp in partitions
+        }
+        ends = {partition: high for partition, (low, high) in watermarks.items() if high > low}
+        unread = [TopicPartition(topic, partition) for partition in ends]
+        consumer.assign(partitions)
+        latest = None
+        deadline = time.monotonic() + TOPIC_READ_TIMEOUT_SECONDS
+        while any(tp.offset < ends[tp.partition] for tp in consumer.position(unread)):
+            if time.monotonic() > deadline:
+                raise PublishError(
+                    f"could not read {topic} to its end within {TOPIC_READ_TIMEOUT_SECONDS:.0f}s"
+                )
+            message = consumer.poll(0.5)
+            if message is None or message.error() or message.key() != model.encode("utf-8"):
+                continue
+            # A tombstone (no value) deletes the model's update.
+            value = message.value()
+            latest = None if value is None else ModelUpdate.model_validate_json(value)
+        return latest
+    finally:
+        consumer.close()
+
+
+def settle_pending(settings: Settings, store: ObjectStore) -> ServingRecord | None:
+    """`models/serving.json` with any pending publish settled by what `model-updates` says.
+
+    The pending update is on the topic: the publish happened, the final record is written.
+    The topic still names the previous record's model, or no model at all: the publish did not
+    happen, the previous record is put back (or serving.json removed, when there was none).
+    Anything else is refused: the record and the topic disagree in a way no crash of this
+    publisher leaves behind, and neither instance is known to be idle.
+    """
+    record = store.get_model(SERVING_RECORD, ServingRecord)
+    if record is None or record.pending is None:
+        return record
+    pending, previous = record.pending, record.previous
+    latest = latest_update(settings, pending.model)
+    if latest is not None and (latest.instance, latest.version, latest.published_at) == (
+        pending.instance, pending.version, pending.published_at,
+    ):  # fmt: skip
+        settled = _final(record)
+        store.put_model(SERVING_RECORD, settled)
+        log.info("settled the pending publish of instance %s version %d: it was announced",
+                 pending.instance, pending.version)  # fmt: skip
+        return settled
+    if latest is None or (
+        previous is not None and (latest.instance, latest.version) == (previous.instance, previous.version)
+    ):
+        if previous is None:
+            store.client.remove_object(store.bucket, SERVING_RECORD)
+        else:
+            store.put_model(SERVING_RECORD, previous)
+        log.info("settled the pending publish of instance %s version %d: it was never announced, "
+                 "the previous record is back", pending.instance, pending.version)  # fmt: skip
+        return previous
+    named = f"instance {latest.instance} version {latest.version}" if latest else "no model"
+    raise PublishError(
+        f"{SERVING_RECORD} has a pending publish of instance {pending.instance} version {pending.version}, "
+        f"but {settings.topic_model_updates} names {named}, which is neither it nor the previous record"
+    )
+
+
+def _final(record: ServingRecord) -> ServingRecord:
+    """The record once its update is confirmed: no pending, and `previous` one level deep."""
+    previous = record.previous.model_copy(update={"previous": None}) if record.previous else None
+    return record.model_copy(update={"pending": None, "previous": previous})
+
+
+def _refuse_live_instance(live: ServingRecord | None, instance: Instance, version: int) -> None:
+    # A new version on the live instance would have been loaded there ungated (TF-Serving's
+    # latest policy), unloading the version every request is pinned to.
+    if live is not None and live.instance == instance and live.version != version:
+        raise PublishError(
+            f"instance {instance} is live (version {live.version}); a new version is published "
+            f"on the idle instance {other_instance(instance)}"
+        )
 
 
 def _check_serving(
@@ -236,25 +354,39 @@ def _record_and_announce(
     version: int,
     metrics: ModelMetrics,
     live: ServingRecord | None,
-    previous: ServingRecord | None,
 ) -> ModelUpdate:
+    """The three writes of the module docstring, each crash point between them settled later."""
+    _pause_at("checked")
     published_at = now_ms()
-    record = ServingRecord(
-        model=settings.model_name, instance=instance, version=version,
-        published_at=published_at, metrics=metrics, previous=previous,
-    )  # fmt: skip
     update = ModelUpdate(
         model=settings.model_name, instance=instance, url=settings.rest_url(instance),
         grpc=settings.grpc_target(instance), version=version, published_at=published_at, metrics=metrics,
     )  # fmt: skip
+    record = ServingRecord(
+        model=settings.model_name, instance=instance, version=version,
+        published_at=published_at, metrics=metrics, previous=live, pending=update,
+    )  # fmt: skip
     store.put_model(SERVING_RECORD, record)
+    _pause_at("recorded")
     try:
         _produce(settings, update)
-    except PublishError:
-        _restore(store, live)
-        raise
+    except PublishError as exc:
+        # The update may still have landed: only the topic can tell, so the record stays pending.
+        raise PublishError(
+            f"{exc}; {SERVING_RECORD} keeps the publish pending until the next upload or publish "
+            f"settles it from {settings.topic_model_updates}"
+        ) from None
+    _pause_at("announced")
+    store.put_model(SERVING_RECORD, _final(record))
     log.info("published %s version %d on instance %s", settings.model_name, version, instance)
     return update
+
+
+def _pause_at(boundary: str) -> None:
+    """Test-only hook: block at `boundary` when PUBLISHER_TEST_PAUSE_AT names it, so a test can SIGKILL."""
+    if os.environ.get(PAUSE_AT_VARIABLE) == boundary:
+        log.warning("paused at %s (%s); waiting to be killed", boundary, PAUSE_AT_VARIABLE)
+        threading.Event().wait()
 
 
 def _produce(settings: ModelPublisherSettings, update: ModelUpdate) -> None:
@@ -281,13 +413,6 @@ def _collect(outcome: list[str | None]) -> Callable:
         outcome.append(delivery_error(err))
 
     return on_delivery
-
-
-def _restore(store: ObjectStore, live: ServingRecord | None) -> None:
-    if live is None:
-        store.client.remove_object(store.bucket, SERVING_RECORD)
-    else:
-        store.put_model(SERVING_RECORD, live)
 
 
 def _error_of(response: httpx.Response) -> str:

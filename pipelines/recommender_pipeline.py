@@ -88,14 +88,24 @@ def evaluate_model(
 
 
 def export_model(
-    minio_endpoint: str, minio_bucket: str, minio_secure: bool, model: Input[Model]
+    minio_endpoint: str,
+    minio_bucket: str,
+    minio_secure: bool,
+    kafka_bootstrap_servers: str,
+    topic_model_updates: str,
+    model: Input[Model],
 ) -> NamedTuple("Export", [("instance", str), ("version", int)]):
-    """Upload the SavedModel to the idle instance's prefix; the completion marker goes last."""
+    """Upload the SavedModel to the idle instance's prefix; the completion marker goes last.
+
+    A publish that a crash left pending is settled first from `model-updates` (hence Kafka).
+    """
     from collections import namedtuple
 
     from pipelines.steps import export_step
 
-    instance, version = export_step(minio_endpoint, minio_bucket, minio_secure, model.path)
+    instance, version = export_step(
+        minio_endpoint, minio_bucket, minio_secure, kafka_bootstrap_servers, topic_model_updates, model.path
+    )
     return namedtuple("Export", ["instance", "version"])(instance, version)
 
 
@@ -182,7 +192,10 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
         )
         tasks = [data, trained, gate]
         with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
-            exported = export(**storage, model=trained.outputs["model"])
+            exported = export(
+                **storage, kafka_bootstrap_servers=kafka_bootstrap_servers,
+                topic_model_updates=topic_model_updates, model=trained.outputs["model"],
+            )  # fmt: skip
             published = publish(
                 **storage, kafka_bootstrap_servers=kafka_bootstrap_servers,
                 topic_model_updates=topic_model_updates, model_name=model_name,

@@ -121,6 +121,8 @@ def evaluate_step(
         else ("FAILED: export and publish are skipped; the live model stays")
     )
     live_line = f"instance {live.instance} version {live.version}" if live else "none yet"
+    if live is not None and live.pending is not None:
+        live_line += " (its publish is pending: the export step settles it)"
     markdown = "\n".join(
         [
             f"## Quality gate {verdict}",
@@ -142,11 +144,21 @@ def evaluate_step(
 
 
 def export_step(
-    minio_endpoint: str, minio_bucket: str, minio_secure: bool, model_dir: str
+    minio_endpoint: str,
+    minio_bucket: str,
+    minio_secure: bool,
+    kafka_bootstrap_servers: str,
+    topic_model_updates: str,
+    model_dir: str,
 ) -> tuple[str, int]:
+    """Upload to the idle instance; Kafka is read only to settle a publish a crash left pending."""
     from trainer.upload import upload_export
 
-    instance, version = upload_export(_store(minio_endpoint, minio_bucket, minio_secure), Path(model_dir))
+    store = _store(minio_endpoint, minio_bucket, minio_secure)
+    os.environ.update(
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap_servers, TOPIC_MODEL_UPDATES=topic_model_updates
+    )
+    instance, version = upload_export(store, Path(model_dir), Settings.load())
     print(f"exported to instance {instance}, version {version}")
     return instance, version
 

@@ -1,9 +1,11 @@
 """Upload an export to the idle serving instance under a fresh version, completion marker last.
 
 The live instance is the one `models/serving.json` names; before any is live, `a` is the target.
-Nothing is written or deleted under the live instance's prefix. The version is epoch seconds,
-bumped past every version that exists under either instance, complete or not, so a number
-is never reused, not even one a crashed upload left half-written.
+A publish cut short (serving.json `pending`) is settled first from the `model-updates` topic,
+which the model servers route by, so the record names the instance they use (see
+`modelpublisher.publisher`). Nothing is written or deleted under the live instance's prefix.
+The version is epoch seconds, bumped past every version that exists under either instance,
+complete or not, so a number is never reused, not even one a crashed upload left half-written.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from pathlib import Path
 
 from common.schemas import INSTANCES, Instance
+from common.settings import Settings
 from common.storage import (
     ObjectStore,
     completion_marker,
@@ -20,6 +23,7 @@ from common.storage import (
     model_prefix,
     model_version_prefix,
 )
+from modelpublisher.publisher import settle_pending
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +44,19 @@ def next_version(store: ObjectStore) -> int:
     return max([int(time.time()), *(v + 1 for v in existing_versions(store))])
 
 
-def upload_export(store: ObjectStore, local_dir: Path) -> tuple[Instance, int]:
-    """Upload the SavedModel in `local_dir` to the idle instance; return (instance, version)."""
+def upload_export(
+    store: ObjectStore, local_dir: Path, settings: Settings | None = None
+) -> tuple[Instance, int]:
+    """Upload the SavedModel in `local_dir` to the idle instance; return (instance, version).
+
+    `settings` name the Kafka cluster and `model-updates` topic, read only to settle a pending
+    publish (default: from the environment).
+    """
     local_dir = Path(local_dir)
     if not (local_dir / "saved_model.pb").is_file():
         raise FileNotFoundError(f"{local_dir} holds no saved_model.pb")
     store.ensure_bucket()
+    settle_pending(settings or Settings.load(), store)
     instance = idle_instance(store)
     version = next_version(store)
     prefix = model_version_prefix(instance, version)

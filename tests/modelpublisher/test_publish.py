@@ -24,7 +24,7 @@ from common.storage import PURCHASES_FILE, SERVING_RECORD, ObjectStore, snapshot
 from datapublisher.generate import generate_purchases
 from datapublisher.snapshots import publish_snapshot, read_current_snapshot, to_parquet_bytes
 from localstack.servers import free_port
-from modelpublisher.publisher import ModelPublisherSettings, PublishError, publish, rollback
+from modelpublisher.publisher import ModelPublisherSettings, PublishError, publish, rollback, settle_pending
 from trainer.config import TrainConfig
 from trainer.export import export_saved_model
 from trainer.train import train
@@ -225,6 +225,33 @@ def test_rollback_republishes_the_previous_model(served, pub_settings):
     with pytest.raises(PublishError, match="not AVAILABLE"):
         rollback(pub_settings.model_copy(update={"publisher_load_deadline_seconds": 1.0}))
     assert served.store.get_bytes(SERVING_RECORD) == before
+
+
+def test_an_unconfirmed_delivery_stays_pending_until_the_topic_settles_it(served, pub_settings, monkeypatch):
+    live = ServingRecord(model="recommender", instance="b", version=1, published_at=1, metrics=served.metrics)
+    served.store.put_model(SERVING_RECORD, live)
+    good_kafka = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")  # nothing listens there
+    quick = pub_settings.model_copy(update={"publisher_delivery_timeout_seconds": 1.0})
+    with pytest.raises(PublishError, match=r"timed out; models/serving.json keeps the publish pending"):
+        publish(quick, "a", served.version)
+    record = served.store.get_model(SERVING_RECORD, ServingRecord)
+    assert (record.pending.instance, record.pending.version, record.previous) == ("a", served.version, live)
+
+    # The update never reached the topic: settling puts the live record back, unchanged.
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", good_kafka)
+    assert settle_pending(pub_settings, served.store) == live
+    assert served.store.get_model(SERVING_RECORD, ServingRecord) == live
+    assert topic_is_empty(pub_settings)
+
+
+def test_a_new_version_on_the_live_instance_is_refused(served, pub_settings):
+    live = ServingRecord(model="recommender", instance="a", version=1, published_at=1, metrics=served.metrics)
+    served.store.put_model(SERVING_RECORD, live)
+    with pytest.raises(PublishError, match=r"instance a is live .* on the idle instance b"):
+        publish(pub_settings, "a", served.version)
+    assert served.store.get_model(SERVING_RECORD, ServingRecord) == live
+    assert topic_is_empty(pub_settings)
 
 
 def test_rollback_without_previous_is_refused(pub_settings):

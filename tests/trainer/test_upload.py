@@ -1,16 +1,23 @@
-"""Publishing exports on the real MinIO: idle instance, growing versions, marker last, live untouched."""
+"""Publishing exports on the real MinIO: idle instance, growing versions, marker last, live untouched.
+
+A publish a crash left pending in serving.json is settled from the real `model-updates` topic first.
+"""
 
 import pytest
 
-from common.schemas import ModelMetrics, ServingRecord
+from common.kafka import ensure_topics, make_producer
+from common.schemas import ModelMetrics, ModelUpdate, ServingRecord
 from common.storage import (
     COMPLETION_MARKER,
     CURRENT_SNAPSHOT,
     SERVING_RECORD,
     ObjectStore,
+    PendingPublishError,
+    idle_instance,
     model_prefix,
     model_version_prefix,
 )
+from modelpublisher.publisher import PublishError
 from recommender.cli import main
 from trainer.upload import upload_export
 
@@ -39,6 +46,28 @@ def make_live(store, instance, version):
         model="recommender", instance=instance, version=version, published_at=1, metrics=METRICS
     )
     store.put_model(SERVING_RECORD, record)
+
+
+def update_of(instance, version, published_at):
+    return ModelUpdate(
+        model="recommender", instance=instance, url=f"http://serving-{instance}:8501",
+        grpc=f"serving-{instance}:8500", version=version, published_at=published_at, metrics=METRICS,
+    )  # fmt: skip
+
+
+def pending_record(instance, version, previous):
+    """serving.json as the publisher leaves it when killed between its record and its Kafka write."""
+    update = update_of(instance, version, published_at=10)
+    return ServingRecord(
+        model="recommender", instance=instance, version=version, published_at=10, metrics=METRICS,
+        previous=previous, pending=update,
+    )  # fmt: skip
+
+
+def announce(settings, update):
+    producer = make_producer(settings)
+    producer.produce(settings.topic_model_updates, key=b"recommender", value=update.to_bytes())
+    assert producer.flush(15) == 0
 
 
 def test_runs_alternate_to_the_idle_instance_and_never_touch_the_live_one(store, exported: Exported):
@@ -107,3 +136,35 @@ def test_cli_publish_then_train(store, capsys):
     assert "popularity HR@10" in out
     version = store.model_versions("a")
     assert len(version) == 1 and f"models/a/{version[0]}/ (instance a, version {version[0]})" in out
+
+
+def test_a_pending_first_publish_is_settled_by_the_topic_before_choosing(store, settings, exported: Exported):
+    ensure_topics(settings)
+    store.put_model(SERVING_RECORD, pending_record("a", 5, previous=None))
+    with pytest.raises(PendingPublishError, match="pending publish of instance a version 5"):
+        idle_instance(store)  # unsettled, either instance may be live
+
+    # Never announced (the topic is empty): nothing is live, the record goes, `a` is free.
+    assert upload_export(store, exported.export_dir)[0] == "a"
+    assert not store.exists(SERVING_RECORD)
+
+    # Announced before the crash: `a` is live, the record is finalized, the upload goes to `b`.
+    store.put_model(SERVING_RECORD, pending_record("a", 5, previous=None))
+    announce(settings, update_of("a", 5, published_at=10))
+    live_before = objects(store, model_prefix("a"))
+    assert upload_export(store, exported.export_dir)[0] == "b"
+    assert objects(store, model_prefix("a")) == live_before
+    record = store.get_model(SERVING_RECORD, ServingRecord)
+    assert (record.instance, record.version, record.pending, record.previous) == ("a", 5, None, None)
+
+
+def test_a_pending_publish_that_disagrees_with_the_topic_is_refused(store, settings, exported: Exported):
+    ensure_topics(settings)
+    live = ServingRecord(model="recommender", instance="a", version=4, published_at=1, metrics=METRICS)
+    store.put_model(SERVING_RECORD, pending_record("b", 5, previous=live))
+    announce(settings, update_of("b", 3, published_at=2))  # neither the pending nor the previous model
+    before = store.get_bytes(SERVING_RECORD)
+    with pytest.raises(PublishError, match="names instance b version 3, which is neither"):
+        upload_export(store, exported.export_dir)
+    assert store.get_bytes(SERVING_RECORD) == before
+    assert list(store.list_keys("models/a/")) == list(store.list_keys("models/b/")) == []
