@@ -12,6 +12,7 @@ from pydantic import Field
 from common.settings import Settings
 from common.storage import ObjectStore
 from datapublisher.snapshots import NoSnapshotError, read_current_snapshot
+from modelpublisher.publisher import PublishError
 from trainer.config import TrainConfig
 from trainer.upload import upload_export
 
@@ -132,7 +133,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"exported SavedModel to {export_dir}", file=sys.stderr)
         if args.no_upload:
             return 0
-        instance, version = upload_export(store, export_dir)
+        try:
+            instance, version = upload_export(store, export_dir)
+        except PublishError as exc:  # a pending publish that model-updates cannot settle
+            print(f"error: not uploaded: {exc}", file=sys.stderr)
+            return 1
     print(
         f"uploaded model to {settings.minio_bucket}/models/{instance}/{version}/ "
         f"(instance {instance}, version {version})"
