@@ -13,6 +13,7 @@ from localstack import provision
 from localstack.servers import (
     KafkaServer,
     MinioServer,
+    ScramUser,
     Stack,
     StackError,
     pid_alive,
@@ -21,6 +22,7 @@ from localstack.servers import (
     stop_process_group,
     write_state,
 )
+from localstack.tls import Certificates
 
 
 def state_path() -> Path:
@@ -40,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions.add_parser("provision", help="fetch Kafka jars and build MinIO into the cache, start nothing")
     up = actions.add_parser("up", help="start Kafka and MinIO and wait until both are ready")
     up.add_argument("--workdir", type=Path, help="data directory (default: a new temporary directory)")
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="Kafka over SASL_SSL (SCRAM-SHA-512) and MinIO over HTTPS, with a CA generated for this run",
+    )
     actions.add_parser("status", help="show whether each server is running and ready")
     actions.add_parser("env", help="print `export` lines that point the components at the stack")
     actions.add_parser("down", help="stop both servers and delete their data")
@@ -53,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"Kafka jars: {provision.kafka_libs()}\nMinIO: {provision.minio_binary()}")
             return 0
         case "up":
-            return _up(args.workdir)
+            return _up(args.workdir, args.secure)
         case "status":
             return _status()
         case "env":
@@ -69,20 +76,20 @@ def run(args: argparse.Namespace) -> int:
     raise AssertionError(args.action)
 
 
-def _up(workdir: Path | None) -> int:
+def _up(workdir: Path | None, secure: bool) -> int:
     existing = read_state(state_path())
     if existing is not None and pid_alive(existing.kafka_pid) and pid_alive(existing.minio_pid):
         print(f"the stack is already up (workdir {existing.workdir}); `recommender stack down` stops it")
         return 0
     provision.provision_all()
-    stack = Stack(workdir or Path(tempfile.mkdtemp(prefix="recommender-stack-")))
+    stack = Stack(workdir or Path(tempfile.mkdtemp(prefix="recommender-stack-")), secure=secure)
     try:
         info = stack.up()
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     write_state(info, state_path())
-    print(f"Kafka  ready at {info.kafka_bootstrap}\nMinIO  ready at http://{info.minio_endpoint}")
+    print(f"Kafka  ready at {info.kafka_bootstrap}\nMinIO  ready at {stack.minio.url}")
     print('Point the components at it with: eval "$(recommender stack env)"')
     return 0
 
@@ -92,12 +99,17 @@ def _status() -> int:
     if info is None:
         print("the stack is not up")
         return 1
-    kafka = KafkaServer(Path(info.workdir) / "kafka", port=int(info.kafka_bootstrap.rsplit(":", 1)[1]))
-    minio = MinioServer(Path(info.workdir) / "minio", port=int(info.minio_endpoint.rsplit(":", 1)[1]))
+    tls, user = None, None
+    if info.ca_file and info.kafka_sasl_username and info.kafka_sasl_password:
+        tls = Certificates.in_directory(Path(info.ca_file).parent)
+        user = ScramUser(info.kafka_sasl_username, info.kafka_sasl_password)
+    kafka_port, minio_port = (int(a.rsplit(":", 1)[1]) for a in (info.kafka_bootstrap, info.minio_endpoint))
+    kafka = KafkaServer(Path(info.workdir) / "kafka", port=kafka_port, tls=tls, user=user)
+    minio = MinioServer(Path(info.workdir) / "minio", port=minio_port, tls=tls)
     healthy = True
     for name, pid, address, ready in (
         ("kafka", info.kafka_pid, info.kafka_bootstrap, kafka.ready),
-        ("minio", info.minio_pid, f"http://{info.minio_endpoint}", minio.ready),
+        ("minio", info.minio_pid, minio.url, minio.ready),
     ):
         alive = pid_alive(pid)
         ok = alive and ready()

@@ -13,6 +13,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -22,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from localstack import provision
+from localstack.tls import Certificates, generate_certificates
 
 HOST = "127.0.0.1"
 
@@ -68,6 +70,13 @@ def stop_process_group(pid: int, timeout: float = 30.0) -> None:
             if not pid_alive(pid):
                 return
             time.sleep(0.1)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read: it may hold a password."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 class ManagedServer:
@@ -183,16 +192,43 @@ logger.apache.level = warn
 """
 
 
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+
+
+@dataclass(frozen=True)
+class ScramUser:
+    """A SASL/SCRAM identity on the secured broker."""
+
+    name: str
+    password: str = field(repr=False)
+
+    @classmethod
+    def generate(cls, name: str) -> ScramUser:
+        return cls(name, secrets.token_urlsafe(32))
+
+
 class KafkaServer(ManagedServer):
-    """Apache Kafka 4.x in KRaft mode: one node that is both broker and controller."""
+    """Apache Kafka 4.x in KRaft mode: one node that is both broker and controller.
+
+    With `tls`, clients and the broker itself speak SASL_SSL with SCRAM-SHA-512 (users created at
+    format time), and the controller listener is TLS with client certificates required, so the
+    node has no unauthenticated port. `user` is the clients' identity (generated when omitted).
+    """
 
     name = "kafka"
 
-    def __init__(self, workdir: Path, port: int | None = None, controller_port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, controller_port: int | None = None,
+        tls: Certificates | None = None, user: ScramUser | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(workdir)
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
         self.properties = workdir / "server.properties"
+        self.tls = tls
+        # Inter-broker traffic has its own identity, so the clients' password is in no broker file.
+        self.broker_user = ScramUser.generate("broker") if tls else None
+        self.user = user or (ScramUser.generate("app") if tls else None)
 
     def ports(self) -> list[int]:
         return [self.port, self.controller_port]
@@ -201,19 +237,69 @@ class KafkaServer(ManagedServer):
     def bootstrap(self) -> str:
         return f"{HOST}:{self.port}"
 
+    @property
+    def listener(self) -> str:
+        return "SASL_SSL" if self.tls else "PLAINTEXT"
+
+    def client_properties(self) -> dict[str, str]:
+        """librdkafka properties (beyond bootstrap.servers) a client needs to reach this broker."""
+        if self.tls is None or self.user is None:
+            return {}
+        return {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": SCRAM_MECHANISM,
+            "sasl.username": self.user.name,
+            "sasl.password": self.user.password,
+            "ssl.ca.location": str(self.tls.ca_file),
+        }
+
+    def _security_properties(self) -> list[str]:
+        if self.tls is None or self.broker_user is None:
+            return ["listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"]
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{self.broker_user.name}" password="{self.broker_user.password}";'
+        )
+        return [
+            "listener.security.protocol.map=CONTROLLER:SSL,SASL_SSL:SASL_SSL",
+            f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+            f"sasl.mechanism.inter.broker.protocol={SCRAM_MECHANISM}",
+            f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config={jaas}",
+            # Kafka 4 reads PEM directly: one file with the key and chain, the CA as truststore.
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={self.tls.keystore_file}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={self.tls.ca_file}",
+            # Only a holder of a CA-signed certificate (the broker itself) may reach the controller.
+            "listener.name.controller.ssl.client.auth=required",
+        ]
+
+    def _scram_arguments(self) -> list[str]:
+        users = [u for u in (self.broker_user, self.user) if u is not None]
+        return [
+            arg
+            for u in users
+            for arg in ("--add-scram", f'{SCRAM_MECHANISM}=[name={u.name},password="{u.password}"]')
+        ]
+
     def prepare(self) -> None:
         data = self.workdir / "data"
-        self.properties.write_text(
+        lines = [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.bootstrap.servers={HOST}:{self.controller_port}",
+            f"listeners={self.listener}://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
+            f"advertised.listeners={self.listener}://{HOST}:{self.port},"
+            f"CONTROLLER://{HOST}:{self.controller_port}",
+            "controller.listener.names=CONTROLLER",
+            f"inter.broker.listener.name={self.listener}",
+            *self._security_properties(),
+        ]
+        write_private(
+            self.properties,
             "\n".join(
                 [
-                    "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.bootstrap.servers={HOST}:{self.controller_port}",
-                    f"listeners=PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
-                    "controller.listener.names=CONTROLLER",
-                    "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    *lines,
                     f"log.dirs={data}",
                     "num.partitions=2",
                     "auto.create.topics.enable=false",
@@ -227,7 +313,7 @@ class KafkaServer(ManagedServer):
                     "group.initial.rebalance.delay.ms=0",
                     "",
                 ]
-            )
+            ),
         )
         (self.workdir / "log4j2.properties").write_text(LOG4J2_CONFIG)
         cmd, env = self._java(
@@ -238,6 +324,7 @@ class KafkaServer(ManagedServer):
             uuid.uuid4().hex[:22],
             "-c",
             str(self.properties),
+            *self._scram_arguments(),
         )
         result = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
         if result.returncode != 0:
@@ -269,7 +356,7 @@ class KafkaServer(ManagedServer):
         # The port opens before the broker has joined the quorum; metadata proves it serves.
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0, **self.client_properties()})
         try:
             return bool(admin.list_topics(timeout=2).brokers)
         except Exception:
@@ -277,19 +364,20 @@ class KafkaServer(ManagedServer):
 
 
 class MinioServer(ManagedServer):
-    """MinIO built from source, on loopback, with generated root credentials."""
+    """MinIO built from source, on loopback, with generated root credentials; HTTPS with `tls`."""
 
     name = "minio"
 
     def __init__(
         self, workdir: Path, port: int | None = None, console_port: int | None = None,
-        access_key: str | None = None, secret_key: str | None = None,
+        access_key: str | None = None, secret_key: str | None = None, tls: Certificates | None = None,
     ) -> None:  # fmt: skip
         super().__init__(workdir)
         self.port = port or free_port()
         self.console_port = console_port or free_port()
         self.access_key = access_key or "recommender-" + secrets.token_hex(4)
         self.secret_key = secret_key or secrets.token_urlsafe(24)
+        self.tls = tls
 
     def ports(self) -> list[int]:
         return [self.port, self.console_port]
@@ -298,11 +386,22 @@ class MinioServer(ManagedServer):
     def endpoint(self) -> str:
         return f"{HOST}:{self.port}"
 
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.endpoint}"
+
     def command(self) -> tuple[list[str], dict[str, str]]:
         cmd = [
             str(provision.minio_binary()), "server", str(self.workdir / "data"),
             "--address", self.endpoint, "--console-address", f"{HOST}:{self.console_port}", "--quiet",
         ]  # fmt: skip
+        if self.tls:
+            # MinIO serves HTTPS when its certs dir holds public.crt and private.key.
+            certs = self.workdir / "certs"
+            certs.mkdir(exist_ok=True)
+            (certs / "public.crt").write_bytes(self.tls.cert_file.read_bytes())
+            write_private(certs / "private.key", self.tls.key_file.read_text())
+            cmd += ["--certs-dir", str(certs)]
         env = {
             "MINIO_ROOT_USER": self.access_key,
             "MINIO_ROOT_PASSWORD": self.secret_key,
@@ -313,9 +412,10 @@ class MinioServer(ManagedServer):
 
     def ready(self) -> bool:
         # /minio/health/live and /ready answer 200 before the object layer can serve.
+        context = ssl.create_default_context(cafile=str(self.tls.ca_file)) if self.tls else None
         try:
             with urllib.request.urlopen(
-                f"http://{self.endpoint}/minio/health/cluster", timeout=2
+                f"{self.url}/minio/health/cluster", timeout=2, context=context
             ) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
@@ -335,25 +435,49 @@ class StackInfo:
     minio_console_port: int
     minio_access_key: str
     minio_secret_key: str = field(repr=False)
+    # Set for a secured stack (SASL_SSL Kafka, HTTPS MinIO); None in the plain one and old state files.
+    ca_file: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+
+    @property
+    def secure(self) -> bool:
+        return self.ca_file is not None
 
     def env(self) -> dict[str, str]:
-        """Environment variables that point every component at this stack."""
-        return {
+        """Environment variables that point every component at this stack (README "Configuration")."""
+        env = {
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "MINIO_ENDPOINT": self.minio_endpoint,
             "MINIO_ACCESS_KEY": self.minio_access_key,
             "MINIO_SECRET_KEY": self.minio_secret_key,
             "MINIO_SECURE": "false",
         }
+        if self.ca_file is None or self.kafka_sasl_username is None or self.kafka_sasl_password is None:
+            return env
+        return env | {
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SASL_MECHANISM": SCRAM_MECHANISM,
+            "KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+            "KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
+            "KAFKA_SSL_CA_LOCATION": self.ca_file,
+            "MINIO_SECURE": "true",
+            "MINIO_CA_FILE": self.ca_file,
+        }
 
 
 class Stack:
-    """Kafka and MinIO together, under one work directory."""
+    """Kafka and MinIO together, under one work directory.
 
-    def __init__(self, workdir: Path) -> None:
+    `secure=True` generates a CA and a loopback certificate under `<workdir>/tls` and starts Kafka
+    with SASL_SSL (SCRAM-SHA-512) and MinIO with HTTPS, both presenting that certificate.
+    """
+
+    def __init__(self, workdir: Path, secure: bool = False) -> None:
         self.workdir = workdir
-        self.kafka = KafkaServer(workdir / "kafka")
-        self.minio = MinioServer(workdir / "minio")
+        self.tls = generate_certificates(workdir / "tls") if secure else None
+        self.kafka = KafkaServer(workdir / "kafka", tls=self.tls)
+        self.minio = MinioServer(workdir / "minio", tls=self.tls)
 
     def up(self) -> StackInfo:
         try:
@@ -373,6 +497,7 @@ class Stack:
     def info(self) -> StackInfo:
         if self.kafka.pid is None or self.minio.pid is None:
             raise StackError("the stack is not running")
+        user = self.kafka.user
         return StackInfo(
             workdir=str(self.workdir),
             kafka_bootstrap=self.kafka.bootstrap,
@@ -383,6 +508,9 @@ class Stack:
             minio_console_port=self.minio.console_port,
             minio_access_key=self.minio.access_key,
             minio_secret_key=self.minio.secret_key,
+            ca_file=str(self.tls.ca_file) if self.tls else None,
+            kafka_sasl_username=user.name if user else None,
+            kafka_sasl_password=user.password if user else None,
         )
 
     def __enter__(self) -> StackInfo:

@@ -12,6 +12,7 @@ import logging
 import sys
 
 import urllib3
+from confluent_kafka import KafkaError, KafkaException
 from minio.error import MinioException
 
 from common.settings import ConfigError
@@ -57,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         # Storage down or refusing: one line naming it, not a traceback. Nothing half-written is
         # ever visible (pointers are single PUTs, model versions need their completion marker).
         print(f"error: object storage failed: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
+    except KafkaException as exc:
+        # E.g. a refused SASL login or an untrusted broker certificate: librdkafka retries until the
+        # caller's timeout, then reports only "transport failure"; its log lines above give the cause.
+        error = exc.args[0] if exc.args else exc
+        reason = f"{error.name()}: {error.str()}" if isinstance(error, KafkaError) else str(error)
+        print(f"error: Kafka failed: {reason} (the librdkafka log above names the cause)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
