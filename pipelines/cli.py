@@ -16,6 +16,7 @@ from pydantic import Field
 
 from common.settings import ServingSettings
 from pipelines import DEFAULT_IMAGE, PIPELINE_NAME
+from pipelines.release import ReleaseConfig, ReleaseError, coerce_parameter, read_release_data, release_config
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "pipeline",
         help="compile, upload, schedule or run the training pipeline",
         description="The KFP v2 training pipeline: data -> train -> evaluate (quality gate) -> export to "
-        "the idle instance -> publish. KFP_HOST (or --host) names the KFP API for upload and schedule.",
+        "the idle instance -> publish. KFP_HOST (or --host) names the KFP API for upload and schedule; "
+        "--release NAME --namespace NS takes the parameters and the image from a Helm release.",
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def add_release_options(action: argparse.ArgumentParser) -> None:
+        action.add_argument(
+            "--release",
+            help="take the parameters and the image from this Helm release's pipeline ConfigMap "
+            "(through the Kubernetes API; --param still wins)",
+        )
+        action.add_argument("--namespace", help="the release's namespace (required with --release)")
+        action.add_argument(
+            "--param", action="append", default=[], metavar="NAME=VALUE",
+            help="a pipeline parameter (repeatable)",
+        )  # fmt: skip
 
     compile_ = actions.add_parser("compile", help="write the pipeline package YAML for the KFP UI")
     compile_.add_argument("--output", type=Path, default=DEFAULT_PACKAGE, help="default: %(default)s")
@@ -54,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     upload.add_argument("--host", help="KFP API endpoint (default: KFP_HOST)")
     upload.add_argument("--name", default=PIPELINE_NAME, help="pipeline name (default: %(default)s)")
     upload.add_argument("--version", help="version name (default: a timestamp)")
-    upload.add_argument("--image", help="component image (default: PIPELINE_IMAGE)")
+    upload.add_argument("--image", help="component image (default: the release's, else PIPELINE_IMAGE)")
+    add_release_options(upload)
 
     schedule = actions.add_parser(
         "schedule",
@@ -67,18 +82,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     when.add_argument("--every", type=parse_interval, help="interval such as 30m, 1h, 1d")
     schedule.add_argument("--host", help="KFP API endpoint (default: KFP_HOST)")
     schedule.add_argument("--name", default=f"{PIPELINE_NAME}-recurring", help="default: %(default)s")
-    schedule.add_argument("--image", help="component image (default: PIPELINE_IMAGE)")
-    schedule.add_argument(
-        "--param", action="append", default=[], metavar="NAME=VALUE", help="a pipeline parameter (repeatable)"
-    )
+    schedule.add_argument("--image", help="component image (default: the release's, else PIPELINE_IMAGE)")
+    add_release_options(schedule)
 
     run_ = actions.add_parser("run", help="run the pipeline locally with kfp.local against the local stack")
     run_.add_argument("--local", action="store_true", required=True, help="run with kfp.local (required)")
     run_.add_argument("--every", type=parse_interval, help="repeat every interval (e.g. 10m) until Ctrl-C")
     run_.add_argument("--publish-new-data", action="store_true", help="generate and publish data first")
-    run_.add_argument(
-        "--param", action="append", default=[], metavar="NAME=VALUE", help="a pipeline parameter (repeatable)"
-    )
+    add_release_options(run_)
     parser.set_defaults(handler=run)
 
 
@@ -90,37 +101,50 @@ def parse_interval(text: str) -> int:
     return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
 
 
-def parse_params(pairs: list[str]) -> dict[str, Any]:
-    """NAME=VALUE pairs, typed by the pipeline's own parameter defaults."""
+def pipeline_signature() -> dict[str, str]:
+    """Each pipeline parameter's KFP type (String, Integer, Float, Boolean)."""
     from pipelines.recommender_pipeline import build_pipeline  # kfp imports slowly: only when used
 
-    signature = build_pipeline().component_spec.inputs or {}
+    return {name: spec.type for name, spec in (build_pipeline().component_spec.inputs or {}).items()}
+
+
+def parse_params(pairs: list[str], signature: dict[str, str] | None = None) -> dict[str, Any]:
+    """NAME=VALUE pairs, typed by the pipeline's own parameter types."""
+    signature = signature if signature is not None else pipeline_signature()
     params: dict[str, Any] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or name not in signature:
             raise PipelineError(f"unknown pipeline parameter {name!r}; known: {', '.join(sorted(signature))}")
-        kind = signature[name].type
-        try:
-            params[name] = {
-                "Integer": int,
-                "Float": float,
-                "Boolean": lambda v: {"true": True, "false": False}[v.lower()],
-            }.get(kind, str)(value)
-        except (ValueError, KeyError):
-            raise PipelineError(
-                f"pipeline parameter {name}: {value!r} is not a valid {kind.lower()}"
-            ) from None
+        params[name] = coerce_parameter(name, value, signature[name])
     return params
 
 
-def compile_package(output: Path, image: str) -> Path:
+def compile_package(output: Path, image: str, defaults: dict[str, Any] | None = None) -> Path:
+    """Compile the pipeline; `defaults` replace parameter defaults (what a run made in the UI gets)."""
     from kfp import compiler
 
     from pipelines.recommender_pipeline import build_pipeline
 
-    compiler.Compiler().compile(build_pipeline(image), str(output))
+    compiler.Compiler().compile(build_pipeline(image), str(output), pipeline_parameters=defaults or None)
     return output
+
+
+ReleaseReader = Callable[[str, str], tuple[dict[str, str], str]]
+
+
+def release_parameters(
+    args: argparse.Namespace, signature: dict[str, str], reader: ReleaseReader
+) -> ReleaseConfig:
+    """The release's parameters and image when --release is given, nothing otherwise."""
+    if not args.release:
+        if args.namespace:
+            raise PipelineError("--namespace only goes with --release")
+        return ReleaseConfig()
+    if not args.namespace:
+        raise PipelineError("--release needs --namespace (the namespace the release is installed in)")
+    data, source = reader(args.release, args.namespace)
+    return release_config(data, signature, source)
 
 
 def kfp_client(host: str | None) -> Any:
@@ -200,36 +224,38 @@ def run_local(settings: PipelineSettings, arguments: dict[str, Any]) -> dict[str
     return dict(task.outputs) if task.outputs else {}
 
 
-def run(args: argparse.Namespace, client_factory: Callable[[str | None], Any] = kfp_client) -> int:
+def run(
+    args: argparse.Namespace,
+    client_factory: Callable[[str | None], Any] = kfp_client,
+    release_reader: ReleaseReader = read_release_data,
+) -> int:
     settings = PipelineSettings.load()
     try:
-        match args.action:
-            case "compile":
-                path = compile_package(args.output, args.image or settings.pipeline_image)
-                print(f"wrote {path}: upload it in the KFP UI (Pipelines -> Upload pipeline)")
-            case "upload":
-                client = client_factory(args.host or settings.kfp_host)
-                with tempfile.TemporaryDirectory() as tmp:
-                    package = compile_package(
-                        Path(tmp) / "pipeline.yaml", args.image or settings.pipeline_image
+        if args.action == "compile":
+            path = compile_package(args.output, args.image or settings.pipeline_image)
+            print(f"wrote {path}: upload it in the KFP UI (Pipelines -> Upload pipeline)")
+            return 0
+        signature = pipeline_signature()
+        release = release_parameters(args, signature, release_reader)
+        # Pipeline defaults < the release's ConfigMap < --param.
+        params = {**release.parameters, **parse_params(args.param, signature)}
+        if args.action == "run":
+            return _run_local_loop(settings, params, args.publish_new_data, args.every)
+        image = args.image or release.image or settings.pipeline_image
+        client = client_factory(args.host or settings.kfp_host)
+        with tempfile.TemporaryDirectory() as tmp:
+            # The release's values become the package's defaults, so runs made in the UI get them too.
+            package = compile_package(Path(tmp) / "pipeline.yaml", image, params)
+            if args.action == "upload":
+                print(upload(client, package, args.name, args.version))
+            else:
+                print(
+                    schedule(
+                        client, package, settings.kfp_experiment, args.name, args.cron, args.every, params
                     )
-                    print(upload(client, package, args.name, args.version))
-            case "schedule":
-                params = parse_params(args.param)
-                client = client_factory(args.host or settings.kfp_host)
-                with tempfile.TemporaryDirectory() as tmp:
-                    package = compile_package(
-                        Path(tmp) / "pipeline.yaml", args.image or settings.pipeline_image
-                    )
-                    print(
-                        schedule(
-                            client, package, settings.kfp_experiment, args.name, args.cron, args.every, params
-                        )
-                    )
-            case "run":
-                return _run_local_loop(settings, parse_params(args.param), args.publish_new_data, args.every)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+                )
+    except (PipelineError, ReleaseError) as exc:
+        print(f"error: {exc}".splitlines()[0], file=sys.stderr)
         return 1
     return 0
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from modelsync.sync import TMP_PREFIX
 from tests.compose.conftest import REPO, TEST_ENV, run_compose
 from tests.deploy.settings_names import known_setting, setting_names
 
@@ -129,10 +132,61 @@ def test_start_order_waits_for_health_and_completion(config: dict) -> None:
     pipeline = conditions("pipeline")
     assert pipeline["datapublisher"] == "service_completed_successfully"
     assert pipeline["serving-a-sync"] == pipeline["serving-b-sync"] == "service_healthy"
+    assert pipeline["serving-a"] == pipeline["serving-b"] == "service_healthy"
     assert conditions("client") == {"modelserver": "service_healthy"}
     # Every service is reachable from the two servers through this graph: nothing starts early.
     for name in COMPONENTS | {"serving-a", "serving-b"}:
         assert conditions(name), name
+    # What README "docker compose" says: start order uses only health and completion.
+    for name in services:
+        assert set(conditions(name).values()) <= {"service_healthy", "service_completed_successfully"}, name
+
+
+def test_the_client_starts_only_once_a_model_is_live(config: dict) -> None:
+    check = config["services"]["modelserver"]["healthcheck"]
+    # The model server's health is its readiness: a live model whose instance answers.
+    assert any("http://127.0.0.1:8080/readyz" in part for part in check["test"])
+    assert not any("/healthz" in part for part in check["test"])
+    # "starting" until the first pipeline run has published a model, not unhealthy meanwhile.
+    assert _seconds(check["start_period"]) >= 15 * 60
+
+
+def _seconds(duration: str) -> float:
+    """A compose duration as config renders it (e.g. 1m30s, 30m0s, 10s)."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[u] for n, u in parts)
+
+
+def test_a_serving_instance_that_cannot_load_its_model_is_unhealthy_within_minutes(config: dict) -> None:
+    for instance in ("a", "b"):
+        check = config["services"][f"serving-{instance}"]["healthcheck"]
+        worst = _seconds(check["start_period"]) + _seconds(check["interval"]) * check["retries"]
+        assert worst <= 5 * 60, (instance, check)
+
+
+def _run_serving_check(config: dict, models: Path, port: int) -> int:
+    """The serving healthcheck's own script, run by bash here against `models` and `port`."""
+    command = config["services"]["serving-a"]["healthcheck"]["test"]
+    assert command[:3] == ["CMD", "bash", "-c"]
+    script = command[3]
+    assert "/models/recommender/" in script and "127.0.0.1/8501" in script
+    script = script.replace("/models/", f"{models}/").replace("127.0.0.1/8501", f"127.0.0.1/{port}")
+    return subprocess.run(["bash", "-c", script], capture_output=True, timeout=30).returncode
+
+
+def test_the_serving_check_waits_for_a_first_version_and_then_demands_it(
+    config: dict, tmp_path: Path
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on: TF-Serving not answering
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = tmp_path / "recommender"
+    base.mkdir()
+    (base / f"{TMP_PREFIX}1795000123-x1y2").mkdir()  # the sidecar's download in progress: no version yet
+    assert _run_serving_check(config, tmp_path, port) == 0
+    (base / "1795000123").mkdir()  # a complete version the server does not serve
+    assert _run_serving_check(config, tmp_path, port) != 0
 
 
 def test_the_client_is_only_in_its_profile(compose_binary: Path, env_file: Path) -> None:

@@ -16,8 +16,14 @@ CHART = REPO / "charts" / "streaming-recommender"
 FULL_VALUES = Path(__file__).with_name("values-full.yaml")
 # `helm template` assumes an old cluster unless told; the chart needs autoscaling/v2.
 KUBE_VERSION = "1.33.0"
-# The least a user must set (README "Deployment"): the MinIO credentials.
-REQUIRED_SET = ["--set", "minio.existingSecret=minio-credentials"]
+# The least a user must set (README "Deployment"): the image's repository and the MinIO credentials.
+IMAGE_REPOSITORY = "registry.example.com/streaming-recommender"
+REQUIRED_SET = [
+    "--set",
+    f"image.repository={IMAGE_REPOSITORY}",
+    "--set",
+    "minio.existingSecret=minio-credentials",
+]
 
 Renderer = Callable[..., list[dict]]
 
@@ -35,16 +41,21 @@ def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=120)
 
 
+def render_release(helm: Path, release: str, namespace: str, *args: str) -> list[dict]:
+    """`helm template` of the chart as `release` in `namespace`; the manifests as dicts."""
+    result = run_helm(
+        helm, "template", release, str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION, *args
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
 @pytest.fixture(scope="session")
 def render(helm: Path) -> Renderer:
-    """Render the chart with the given helm arguments; returns the manifests as dicts."""
+    """Render the chart as release `rel` in namespace `recs` with the given helm arguments."""
 
     def _render(*args: str) -> list[dict]:
-        result = run_helm(
-            helm, "template", "rel", str(CHART), "--namespace", "recs", "--kube-version", KUBE_VERSION, *args
-        )
-        assert result.returncode == 0, result.stderr
-        return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+        return render_release(helm, "rel", "recs", *args)
 
     return _render
 
@@ -54,7 +65,7 @@ def by_kind_name(manifests: list[dict]) -> dict[tuple[str, str], dict]:
 
 
 def pod_spec(manifest: dict) -> dict:
-    """The pod spec of a Deployment, CronJob or Pod."""
+    """The pod spec of a Deployment, Job, CronJob or Pod."""
     if manifest["kind"] == "Pod":
         return manifest["spec"]
     if manifest["kind"] == "CronJob":

@@ -13,6 +13,7 @@ import pytest
 from tests.deploy.conftest import (
     CHART,
     FULL_VALUES,
+    IMAGE_REPOSITORY,
     KUBE_VERSION,
     REQUIRED_SET,
     Renderer,
@@ -32,6 +33,20 @@ STANDARD_LABELS = {
     "app.kubernetes.io/component",
     "helm.sh/chart",
 }
+# The full values with KEDA instead of the HPA (the two are exclusive).
+KEDA_VALUES = [
+    "-f",
+    str(FULL_VALUES),
+    "--set",
+    "modelserver.autoscaling.enabled=false",
+    "--set",
+    "modelserver.autoscaling.keda.enabled=true",
+]
+VALUE_SETS = pytest.mark.parametrize(
+    "values", [REQUIRED_SET, ["-f", str(FULL_VALUES)], KEDA_VALUES], ids=["default", "full", "keda"]
+)
+# Custom resources kubernetes-validate has no schema for; ScaledObject's fields are checked below.
+CUSTOM_KINDS = {"ServiceMonitor", "ScaledObject", "TriggerAuthentication"}
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +59,14 @@ def full(render: Renderer) -> list[dict]:
     return render("-f", str(FULL_VALUES))
 
 
-@pytest.mark.parametrize("values", [REQUIRED_SET, ["-f", str(FULL_VALUES)]], ids=["default", "full"])
+@VALUE_SETS
 def test_lint_strict_passes(helm: Path, values: list[str]) -> None:
     result = run_helm(helm, "lint", "--strict", str(CHART), *values)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 chart(s) failed" in result.stdout
 
 
-@pytest.mark.parametrize("values", [REQUIRED_SET, ["-f", str(FULL_VALUES)]], ids=["default", "full"])
+@VALUE_SETS
 def test_rendered_manifests_pass_strict_kubernetes_validation(
     helm: Path, values: list[str], tmp_path: Path
 ) -> None:
@@ -67,9 +82,9 @@ def test_rendered_manifests_pass_strict_kubernetes_validation(
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    # Every built-in kind was checked; only the Prometheus Operator's CRD has no bundled schema.
+    # Every built-in kind was checked; only the Prometheus Operator's and KEDA's CRDs have no bundled schema.
     unchecked = [line for line in result.stdout.splitlines() if "Couldn't find schema" in line]
-    assert all("ServiceMonitor" in line for line in unchecked), unchecked
+    assert all(any(kind in line for kind in CUSTOM_KINDS) for line in unchecked), unchecked
     passed = result.stdout.count(" passed for resource ")
     assert passed + len(unchecked) == rendered.stdout.count("\nkind: ")
 
@@ -80,7 +95,9 @@ def test_default_install_renders_the_core_and_nothing_optional(default: list[dic
         [
             ("ServiceAccount", "rel-streaming-recommender"),
             ("ConfigMap", "rel-streaming-recommender"),
+            ("ConfigMap", "rel-streaming-recommender-pipeline"),
             ("Deployment", "rel-streaming-recommender-modelserver"),
+            ("PodDisruptionBudget", "rel-streaming-recommender-modelserver"),
             ("Service", "rel-streaming-recommender-modelserver"),
             ("Deployment", "rel-streaming-recommender-serving-a"),
             ("Service", "rel-streaming-recommender-serving-a"),
@@ -98,6 +115,7 @@ def test_every_resource_carries_the_standard_labels(default: list[dict], full: l
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
         templates = {
             "Deployment": lambda m: m["spec"]["template"],
+            "Job": lambda m: m["spec"]["template"],
             "CronJob": lambda m: m["spec"]["jobTemplate"]["spec"]["template"],
         }
         if manifest["kind"] in templates:
@@ -143,8 +161,9 @@ def test_both_serving_instances_come_from_one_template(default: list[dict]) -> N
         assert {"name": "models", "emptyDir": {"sizeLimit": "2Gi"}} in pod_spec(deployment)["volumes"]
         ports = {p["name"]: p["port"] for p in manifests[("Service", name)]["spec"]["ports"]}
         assert ports == {"grpc": 8500, "rest": 8501}
-        assert config[f"SERVING_{instance.upper()}_URL"] == f"http://{name}:8501"
-        assert config[f"SERVING_{instance.upper()}_GRPC"] == f"{name}:8500"
+        # Namespace-qualified: the pipeline's pods in KFP's namespace use the same addresses.
+        assert config[f"SERVING_{instance.upper()}_URL"] == f"http://{name}.recs.svc:8501"
+        assert config[f"SERVING_{instance.upper()}_GRPC"] == f"{name}.recs.svc:8500"
         sources.add(deployment["metadata"]["labels"]["app.kubernetes.io/component"])
     assert sources == {"serving-a", "serving-b"}
 
@@ -182,8 +201,17 @@ def test_full_values_turn_on_every_optional_part(full: list[dict]) -> None:
     monitor = manifests[("ServiceMonitor", "recsys-modelserver")]
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
-    client = container(manifests[("Deployment", "recsys-client")], "client")
+    assert not [m for m in full if m["kind"] == "Deployment" and "client" in m["metadata"]["name"]]
+    job = manifests[("Job", "recsys-client-1")]
+    assert job["spec"]["backoffLimit"] == 1
+    assert pod_spec(job)["restartPolicy"] == "Never"
+    client = container(job, "client")
     assert client["args"] == ["client", "load", "--rate", "200", "--duration", "1800"]
+    # The load starts only once the model server's /readyz answers (a live model).
+    wait = container(job, "wait-for-model")
+    assert wait["command"][:2] == ["python", "-c"]
+    assert "http://recsys-modelserver.recs.svc:8080/readyz" in wait["command"][2]
+    assert manifests[("Service", "recsys-modelserver")]["spec"]["ports"][0]["port"] == 8080
     cron = manifests[("CronJob", "recsys-datapublisher")]
     assert cron["spec"]["schedule"] == "*/30 * * * *"
     assert container(cron, "datapublisher")["args"] == [
@@ -207,6 +235,17 @@ def test_full_values_turn_on_every_optional_part(full: list[dict]) -> None:
     server = container(manifests[("Deployment", "recsys-modelserver")], "modelserver")
     assert server["image"] == "registry.example.com/streaming-recommender:1.2.3"
     assert env_of(server)["MODELSERVER_PROTOCOL"]["value"] == "rest"
+    assert server["startupProbe"]["failureThreshold"] == 60
+    assert server["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    budget = manifests[("PodDisruptionBudget", "recsys-modelserver")]["spec"]
+    assert budget["minAvailable"] == 1 and "maxUnavailable" not in budget
+    # KFP's namespace gets its own copy of the chart-made MinIO Secret.
+    copies = [
+        m["metadata"]["namespace"]
+        for m in full
+        if m["kind"] == "Secret" and m["metadata"]["name"] == "recsys-minio"
+    ]
+    assert sorted(copies) == ["kubeflow", "recs"]
 
 
 def test_kafka_tls_and_sasl_settings_pass_through(full: list[dict]) -> None:
@@ -219,8 +258,11 @@ def test_kafka_tls_and_sasl_settings_pass_through(full: list[dict]) -> None:
     assert config["KAFKA_SSL_CA_LOCATION"] == "/etc/recommender/kafka-ca/ca.crt"
     # The password is never in the ConfigMap: it comes from the user's Secret.
     assert "KAFKA_SASL_PASSWORD" not in config
-    for deployment in ("recsys-modelserver", "recsys-client"):
-        item = container(manifests[("Deployment", deployment)], deployment.removeprefix("recsys-"))
+    for workload, name in (
+        (("Deployment", "recsys-modelserver"), "modelserver"),
+        (("Job", "recsys-client-1"), "client"),
+    ):
+        item = container(manifests[workload], name)
         assert env_of(item)["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
             "name": "recommender-kafka-user",
             "key": "password",
@@ -251,6 +293,19 @@ def test_missing_minio_credentials_fail_with_a_clear_message(helm: Path) -> None
     result = run_helm(helm, "template", "rel", str(CHART), "--kube-version", KUBE_VERSION)
     assert result.returncode != 0
     assert "MinIO credentials missing: set minio.existingSecret" in result.stderr
+    # Every missing required value is named at once.
+    assert "image.repository is not set" in result.stderr
+
+
+def test_missing_image_repository_fails_naming_the_value(helm: Path) -> None:
+    result = run_helm(
+        helm, "template", "rel", str(CHART), "--kube-version", KUBE_VERSION,
+        "--set", "minio.existingSecret=minio-credentials",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "image.repository is not set" in result.stderr
+    assert "--set image.repository=" in result.stderr
+    assert "MinIO" not in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -276,12 +331,199 @@ def test_every_variable_the_chart_sets_is_a_real_setting(default: list[dict], fu
     names = setting_names()
     set_by_chart: set[str] = set()
     for manifest in default + full:
-        if manifest["kind"] == "ConfigMap":
+        # The pipeline's ConfigMap holds pipeline parameters, not settings (test_pipeline_release.py).
+        if manifest["kind"] == "ConfigMap" and not manifest["metadata"]["name"].endswith("-pipeline"):
             set_by_chart |= manifest["data"].keys()
-        if manifest["kind"] in {"Deployment", "CronJob", "Pod"}:
+        if manifest["kind"] in {"Deployment", "Job", "CronJob", "Pod"}:
             spec = pod_spec(manifest)
             for item in spec["containers"] + spec.get("initContainers", []):
                 if item["name"] != "tensorflow-serving":
                     set_by_chart |= env_of(item).keys()
     unknown = sorted(name for name in set_by_chart if not known_setting(name, names))
     assert not unknown, f"not read by any settings class: {unknown}"
+
+
+def test_the_image_is_the_repository_set_at_the_app_version(default: list[dict]) -> None:
+    for manifest in default:
+        if manifest["kind"] in {"Deployment", "Job", "CronJob", "Pod"}:
+            spec = pod_spec(manifest)
+            for item in spec["containers"] + spec.get("initContainers", []):
+                if item["name"] != "tensorflow-serving":
+                    assert item["image"] == f"{IMAGE_REPOSITORY}:0.1.0", manifest["metadata"]["name"]
+
+
+def test_topics_default_to_three_replicas_for_an_external_cluster(default: list[dict]) -> None:
+    config = by_kind_name(default)[("ConfigMap", "rel-streaming-recommender")]["data"]
+    assert config["TOPIC_REPLICATION_FACTOR"] == "3"
+    assert config["TOPIC_PARTITIONS"] == "4"
+
+
+def test_modelserver_probes_are_overridable(render: Renderer) -> None:
+    manifests = render(
+        *REQUIRED_SET,
+        "--set", "modelserver.readinessProbe.periodSeconds=20",
+        # Helm merges maps: replacing the handler needs the default one set to null.
+        "--set-json",
+        'modelserver.livenessProbe={"httpGet": null, "tcpSocket": {"port": "http"}, "periodSeconds": 30}',
+        "--set", "modelserver.startupProbe.failureThreshold=120",
+    )  # fmt: skip
+    server = container(
+        by_kind_name(manifests)[("Deployment", "rel-streaming-recommender-modelserver")], "modelserver"
+    )
+    assert server["readinessProbe"] == {
+        "httpGet": {"path": "/readyz", "port": "http"},
+        "periodSeconds": 20,
+        "timeoutSeconds": 3,
+        "failureThreshold": 2,
+    }
+    assert server["livenessProbe"] == {
+        "tcpSocket": {"port": "http"},
+        "periodSeconds": 30,
+        "timeoutSeconds": 3,
+        "failureThreshold": 3,
+    }
+    assert server["startupProbe"]["failureThreshold"] == 120
+
+
+def test_a_disruption_budget_keeps_model_servers_through_a_drain(
+    default: list[dict], render: Renderer
+) -> None:
+    manifests = by_kind_name(default)
+    budget = manifests[("PodDisruptionBudget", "rel-streaming-recommender-modelserver")]
+    deployment = manifests[("Deployment", "rel-streaming-recommender-modelserver")]
+    assert budget["apiVersion"] == "policy/v1"
+    assert budget["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": deployment["spec"]["selector"]["matchLabels"]},
+    }
+    floor = by_kind_name(render(*REQUIRED_SET, "--set", "modelserver.podDisruptionBudget.minAvailable=50%"))
+    spec = floor[("PodDisruptionBudget", "rel-streaming-recommender-modelserver")]["spec"]
+    assert spec["minAvailable"] == "50%" and "maxUnavailable" not in spec
+    off = render(*REQUIRED_SET, "--set", "modelserver.podDisruptionBudget.enabled=false")
+    assert not [m for m in off if m["kind"] == "PodDisruptionBudget"]
+
+
+@pytest.fixture(scope="module")
+def keda(render: Renderer) -> list[dict]:
+    return render(*KEDA_VALUES)
+
+
+def test_keda_scaled_object_targets_the_model_server_on_request_lag(keda: list[dict]) -> None:
+    from modelserver.settings import ModelServerSettings
+
+    manifests = by_kind_name(keda)
+    scaled = manifests[("ScaledObject", "recsys-modelserver")]
+    deployment = manifests[("Deployment", "recsys-modelserver")]
+    config = manifests[("ConfigMap", "recsys")]["data"]
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    assert scaled["spec"]["scaleTargetRef"] == {
+        "apiVersion": deployment["apiVersion"],
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (1, 12)
+    assert (scaled["spec"]["pollingInterval"], scaled["spec"]["cooldownPeriod"]) == (10, 120)
+    [trigger] = scaled["spec"]["triggers"]
+    assert trigger["type"] == "kafka"
+    metadata = trigger["metadata"]
+    assert set(metadata) == {
+        "bootstrapServers",
+        "consumerGroup",
+        "topic",
+        "lagThreshold",
+        "activationLagThreshold",
+        "offsetResetPolicy",
+    }
+    # KEDA takes trigger metadata as strings only.
+    assert all(isinstance(value, str) for value in metadata.values()), metadata
+    assert metadata["bootstrapServers"] == config["KAFKA_BOOTSTRAP_SERVERS"]
+    assert metadata["topic"] == config["TOPIC_REQUESTS"]
+    assert metadata["consumerGroup"] == ModelServerSettings.model_fields["modelserver_group_id"].default
+    assert (metadata["lagThreshold"], metadata["activationLagThreshold"]) == ("500", "5")
+    assert metadata["offsetResetPolicy"] == "earliest"
+    # KEDA makes the HPA and owns the replica count.
+    assert "replicas" not in deployment["spec"]
+    assert not [m for m in keda if m["kind"] == "HorizontalPodAutoscaler"]
+
+
+def test_keda_authenticates_to_a_secured_kafka_like_the_pods(keda: list[dict]) -> None:
+    manifests = by_kind_name(keda)
+    [trigger] = manifests[("ScaledObject", "recsys-modelserver")]["spec"]["triggers"]
+    auth = manifests[("TriggerAuthentication", trigger["authenticationRef"]["name"])]
+    assert auth["apiVersion"] == "keda.sh/v1alpha1"
+    refs = {ref["parameter"]: ref for ref in auth["spec"]["secretTargetRef"]}
+    assert set(refs) == {"sasl", "tls", "username", "password", "ca"}
+    # The password and CA come from the same Secrets as the pods'; the rest from the chart's Secret.
+    assert (refs["password"]["name"], refs["password"]["key"]) == ("recommender-kafka-user", "password")
+    assert (refs["ca"]["name"], refs["ca"]["key"]) == ("prod-cluster-ca-cert", "ca.crt")
+    plain = {"sasl": "scram_sha512", "tls": "enable", "username": "recommender"}
+    for parameter, value in plain.items():
+        secret = manifests[("Secret", refs[parameter]["name"])]
+        assert base64.b64decode(secret["data"][refs[parameter]["key"]]).decode() == value
+
+
+def test_keda_on_a_plain_kafka_needs_no_authentication(render: Renderer) -> None:
+    manifests = render(
+        *REQUIRED_SET, "--set", "modelserver.autoscaling.keda.enabled=true",
+        "--set", "modelserver.env.MODELSERVER_GROUP_ID=recs-green",
+    )  # fmt: skip
+    [trigger] = by_kind_name(manifests)[("ScaledObject", "rel-streaming-recommender-modelserver")]["spec"][
+        "triggers"
+    ]
+    assert "authenticationRef" not in trigger
+    assert trigger["metadata"]["consumerGroup"] == "recs-green"
+    assert not [m for m in manifests if m["kind"] == "TriggerAuthentication"]
+
+
+def test_keda_refuses_a_sasl_mechanism_it_cannot_be_given(helm: Path) -> None:
+    result = run_helm(
+        helm, "template", "rel", str(CHART), "--kube-version", KUBE_VERSION, *KEDA_VALUES,
+        "--set", "kafka.config.sasl\\.mechanism=GSSAPI",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "sasl.mechanism GSSAPI" in result.stderr
+
+
+def _template_error(helm: Path, *args: str) -> str:
+    result = run_helm(
+        helm, "template", "rel", str(CHART), "--kube-version", KUBE_VERSION, *REQUIRED_SET, *args
+    )
+    assert result.returncode != 0, "rendered although it should not"
+    return result.stderr
+
+
+def test_hpa_and_keda_are_exclusive(helm: Path) -> None:
+    error = _template_error(
+        helm,
+        "--set",
+        "modelserver.autoscaling.enabled=true",
+        "--set",
+        "modelserver.autoscaling.keda.enabled=true",
+    )
+    assert "modelserver.autoscaling.enabled (HPA) and modelserver.autoscaling.keda.enabled (KEDA)" in error
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        (
+            ["modelserver.autoscaling.enabled=true", "modelserver.autoscaling.maxReplicas=5"],
+            "maxReplicas (5)",
+        ),
+        (
+            ["modelserver.autoscaling.keda.enabled=true", "modelserver.autoscaling.keda.maxReplicaCount=5"],
+            "keda.maxReplicaCount (5)",
+        ),
+        (["modelserver.replicaCount=5"], "modelserver.replicaCount (5)"),
+    ],
+    ids=["hpa", "keda", "fixed"],
+)
+def test_replicas_are_capped_at_the_request_partitions(
+    helm: Path, render: Renderer, settings: list[str], named: str
+) -> None:
+    sets = [arg for setting in settings for arg in ("--set", setting)]
+    error = _template_error(helm, *sets)
+    assert named in error and "topics.partitions (4)" in error
+    # At the partition count it renders.
+    render(*REQUIRED_SET, *[arg.replace("=5", "=4") for arg in sets])
+    render(*REQUIRED_SET, *sets, "--set", "topics.partitions=5")

@@ -53,6 +53,62 @@ app.kubernetes.io/part-of: streaming-recommender
 {{- printf "%s-serving-%s" (include "sr.fullname" .root) .instance -}}
 {{- end -}}
 
+{{/* A serving instance's namespace-qualified host: the pipeline's pods (KFP's namespace) and the
+model server reach it by the same address, which the model updates carry. */}}
+{{- define "sr.servingHost" -}}
+{{- printf "%s.%s.svc" (include "sr.servingName" .) .root.Release.Namespace -}}
+{{- end -}}
+
+{{- define "sr.modelserverName" -}}
+{{- printf "%s-modelserver" (include "sr.fullname" .) -}}
+{{- end -}}
+
+{{/* The model server's consumer group (MODELSERVER_GROUP_ID, default as in modelserver/settings.py). */}}
+{{- define "sr.modelserverGroupId" -}}
+{{- .Values.modelserver.env.MODELSERVER_GROUP_ID | default .Values.extraConfig.MODELSERVER_GROUP_ID | default "recommender-modelserver" -}}
+{{- end -}}
+
+{{/*
+Checks the schema cannot make (JSON schema compares no two values) and values without which
+nothing could run; configmap.yaml includes it, so every render stops with all the problems at once.
+*/}}
+{{- define "sr.validate" -}}
+{{- $errors := list -}}
+{{- if not .Values.image.repository -}}
+{{- $errors = append $errors "image.repository is not set: set it to where you pushed the image built from the Dockerfile (README \"The image\"), e.g. --set image.repository=registry.example.com/streaming-recommender" -}}
+{{- end -}}
+{{- if not (or .Values.minio.existingSecret (and .Values.minio.accessKey .Values.minio.secretKey)) -}}
+{{- $errors = append $errors "MinIO credentials missing: set minio.existingSecret (a Secret with the keys accessKey and secretKey), or minio.accessKey and minio.secretKey" -}}
+{{- end -}}
+{{- $partitions := int .Values.topics.partitions -}}
+{{- $hpa := .Values.modelserver.autoscaling -}}
+{{- $keda := $hpa.keda -}}
+{{- if and $hpa.enabled $keda.enabled -}}
+{{- $errors = append $errors "modelserver.autoscaling.enabled (HPA) and modelserver.autoscaling.keda.enabled (KEDA) are both true: KEDA makes its own HPA for the Deployment; enable one of them" -}}
+{{- end -}}
+{{- $idle := "replicas beyond the request topic's partitions sit idle in the consumer group" -}}
+{{- if $hpa.enabled -}}
+{{- if gt (int $hpa.maxReplicas) $partitions -}}
+{{- $errors = append $errors (printf "modelserver.autoscaling.maxReplicas (%d) is above topics.partitions (%d): %s; lower the one or raise the other" (int $hpa.maxReplicas) $partitions $idle) -}}
+{{- end -}}
+{{- if gt (int $hpa.minReplicas) (int $hpa.maxReplicas) -}}
+{{- $errors = append $errors (printf "modelserver.autoscaling.minReplicas (%d) is above modelserver.autoscaling.maxReplicas (%d)" (int $hpa.minReplicas) (int $hpa.maxReplicas)) -}}
+{{- end -}}
+{{- else if $keda.enabled -}}
+{{- if gt (int $keda.maxReplicaCount) $partitions -}}
+{{- $errors = append $errors (printf "modelserver.autoscaling.keda.maxReplicaCount (%d) is above topics.partitions (%d): %s; lower the one or raise the other" (int $keda.maxReplicaCount) $partitions $idle) -}}
+{{- end -}}
+{{- if gt (int $keda.minReplicaCount) (int $keda.maxReplicaCount) -}}
+{{- $errors = append $errors (printf "modelserver.autoscaling.keda.minReplicaCount (%d) is above modelserver.autoscaling.keda.maxReplicaCount (%d)" (int $keda.minReplicaCount) (int $keda.maxReplicaCount)) -}}
+{{- end -}}
+{{- else if gt (int .Values.modelserver.replicaCount) $partitions -}}
+{{- $errors = append $errors (printf "modelserver.replicaCount (%d) is above topics.partitions (%d): %s; lower the one or raise the other" (int .Values.modelserver.replicaCount) $partitions $idle) -}}
+{{- end -}}
+{{- if $errors -}}
+{{- fail (printf "\n  - %s" (join "\n  - " $errors)) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The MinIO credentials Secret: the user's own, or the one this chart makes. */}}
 {{- define "sr.minioSecretName" -}}
 {{- if .Values.minio.existingSecret -}}
