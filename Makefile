@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench stack-up stack-down lock clean
+.PHONY: install test lint demo bench image stack-up stack-down lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,15 @@ demo: install
 bench: install
 	$(BIN)/pip install --quiet -r bench/requirements.txt
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The project image, with docker or else buildah (podman's builder). IMAGE names it, e.g.
+# `make image IMAGE=registry.example.com/streaming-recommender:0.1.0`; IMAGE_ARGS adds build flags
+# (`--build-arg BASE=...` for an offline base, see README "The image").
+IMAGE ?= streaming-recommender:local
+image:
+	@if command -v docker >/dev/null 2>&1; then docker build -t $(IMAGE) $(IMAGE_ARGS) .; \
+	elif command -v buildah >/dev/null 2>&1; then buildah bud --layers -t $(IMAGE) $(IMAGE_ARGS) .; \
+	else echo "make image needs docker, or podman's buildah (apt-get install buildah podman)" >&2; exit 1; fi
 
 stack-up: install
 	$(BIN)/recommender stack up

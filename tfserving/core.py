@@ -4,6 +4,10 @@ A poll thread watches `<model_base_path>` for numeric version directories. The n
 loaded completely (SavedModel, signature defs, one warm-up call of each signature) before it
 becomes the served version and the old one is unloaded, so a request never meets a gap.
 Requests hold a reference to the version they resolved, so an unload never cuts one short.
+
+A version is loaded as tensorflow_model_server loads it: the `serve` MetaGraphDef into a
+session by the TF1 loader, each signature run by its SignatureDef's tensor names. The Python
+object graph, which TF-Serving never reads, plays no part, so nothing served here can depend on it.
 """
 
 from __future__ import annotations
@@ -15,11 +19,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +51,16 @@ def invalid(message: str) -> ServingError:
 
 @dataclass
 class LoadedVersion:
-    """One loaded SavedModel version: the callable signatures and their SignatureDef protos."""
+    """One loaded SavedModel version: its session and the SignatureDefs that say what to run."""
 
     version: int
     path: Path
-    module: Any
+    session: tf.compat.v1.Session
     signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]
 
     def signature(self, name: str) -> meta_graph_pb2.SignatureDef:
         key = name or DEFAULT_SIGNATURE
-        if key not in self.signature_defs or key not in self.module.signatures:
+        if key not in self.signature_defs:
             raise invalid(f'Serving signature name: "{key}" not found in signature def')
         return self.signature_defs[key]
 
@@ -81,15 +84,23 @@ class LoadedVersion:
         for name in output_filter or []:
             if name not in signature_def.outputs:
                 raise invalid(f"output tensor alias not found in signature: {name}")
-        for name, value in inputs.items():
+        for index, (name, value) in enumerate(inputs.items()):
+            _check_dtype(index, np.asarray(value).dtype, tf.dtypes.as_dtype(signature_def.inputs[name].dtype))
             _check_shape(name, np.shape(value), signature_def.inputs[name].tensor_shape)
+        names = output_filter or list(signature_def.outputs)
+        feed = {signature_def.inputs[name].name: value for name, value in inputs.items()}
         try:
-            tensors = {name: tf.convert_to_tensor(value) for name, value in inputs.items()}
-            result = self.module.signatures[key](**tensors)
+            values = self.session.run([signature_def.outputs[name].name for name in names], feed_dict=feed)
         except (TypeError, ValueError, tf.errors.InvalidArgumentError) as exc:
             raise invalid(_error_text(exc)) from None
-        names = output_filter or list(result)
-        return {name: result[name].numpy() for name in names}
+        return dict(zip(names, values, strict=True))
+
+
+def _check_dtype(index: int, got: np.dtype, expected: tf.DType) -> None:
+    # A session would cast a fed value to the placeholder's type; TF-Serving refuses it instead.
+    actual = tf.string if got.kind in "OSU" else tf.dtypes.as_dtype(got)
+    if actual != expected:
+        raise invalid(f"Expects arg[{index}] to be {expected.name} but {actual.name} is provided")
 
 
 def _check_shape(name: str, shape: tuple[int, ...], expected) -> None:
@@ -114,39 +125,29 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def read_signature_defs(version_dir: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
-    """The SignatureDefs of the serving meta graph, as TF-Serving reports them in metadata."""
-    saved = saved_model_pb2.SavedModel()
-    saved.ParseFromString((version_dir / "saved_model.pb").read_bytes())
-    for meta_graph in saved.meta_graphs:
-        if "serve" in meta_graph.meta_info_def.tags:
-            return {k: v for k, v in meta_graph.signature_def.items() if not k.startswith("__")}
-    raise ValueError(f"no meta graph tagged 'serve' in {version_dir}")
-
-
 def load_version(version_dir: Path, version: int) -> LoadedVersion:
-    module = tf.saved_model.load(str(version_dir), tags=["serve"])
-    loaded = LoadedVersion(version, version_dir, module, read_signature_defs(version_dir))
+    """The `serve` meta graph in its own session, through the TF1 loader TF-Serving's C++ mirrors."""
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph)
+    with graph.as_default():
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(version_dir))
+    signature_defs = {k: v for k, v in meta_graph.signature_def.items() if not k.startswith("__")}
+    loaded = LoadedVersion(version, version_dir, session, signature_defs)
     _warm_up(loaded)
     return loaded
 
 
 def _warm_up(loaded: LoadedVersion) -> None:
-    # The first call of a concrete function builds its executor; do it before serving so the
+    # The first run of a signature prunes and places its subgraph; do it before serving so the
     # first real request after a swap is not the slow one.
     for name, signature_def in loaded.signature_defs.items():
-        if name not in loaded.module.signatures:
-            continue
         inputs = {}
         for key, info in signature_def.inputs.items():
             dims = [max(d.size, 1) for d in info.tensor_shape.dim]
             dtype = tf.dtypes.as_dtype(info.dtype)
-            value = np.full(
-                dims, b"" if dtype == tf.string else 0, dtype=object if dtype == tf.string else None
-            )
-            inputs[key] = tf.constant(value, dtype=dtype)
+            inputs[key] = np.full(dims, b"" if dtype == tf.string else 0, dtype=dtype.as_numpy_dtype)
         try:
-            loaded.module.signatures[name](**inputs)
+            loaded.run(name, inputs)
         except Exception as exc:  # a signature that rejects dummy input is still servable
             log.debug("warm-up of %s skipped: %s", name, _first_line(exc))
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.deploy.conftest import (
     CHART,
@@ -93,6 +94,8 @@ def test_default_install_renders_the_core_and_nothing_optional(default: list[dic
     kinds = sorted((m["kind"], m["metadata"]["name"]) for m in default)
     assert kinds == sorted(
         [
+            # On by default: the first model with no manual step (test_bootstrap_job.py).
+            ("Job", "rel-streaming-recommender-bootstrap-1"),
             ("ServiceAccount", "rel-streaming-recommender"),
             ("ConfigMap", "rel-streaming-recommender"),
             ("ConfigMap", "rel-streaming-recommender-pipeline"),
@@ -148,7 +151,8 @@ def test_both_serving_instances_come_from_one_template(default: list[dict]) -> N
         name = f"rel-streaming-recommender-serving-{instance}"
         deployment = manifests[("Deployment", name)]
         serving = container(deployment, "tensorflow-serving")
-        assert serving["image"] == "tensorflow/serving:2.19.0"
+        tag = yaml.safe_load((CHART / "values.yaml").read_text())["serving"]["image"]["tag"]
+        assert serving["image"] == f"tensorflow/serving:{tag}"  # tests/unit/test_runtime_pins.py pins it
         assert "--model_base_path=/models/recommender" in serving["args"]
         assert "--model_name=recommender" in serving["args"]
         assert serving["readinessProbe"]["httpGet"]["path"] == "/v1/models/recommender"
