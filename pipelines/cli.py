@@ -1,4 +1,5 @@
-"""`recommender pipeline compile|upload|schedule|run`: the training pipeline for the KFP UI and locally."""
+"""`recommender pipeline compile|upload|schedule|run|bootstrap`: the training pipeline for the KFP UI,
+locally, and once by itself to give a fresh release its first model."""
 
 from __future__ import annotations
 
@@ -15,8 +16,16 @@ from typing import Any
 from pydantic import Field
 
 from common.settings import ServingSettings
+from datapublisher.generate import PRESETS
 from pipelines import DEFAULT_IMAGE, PIPELINE_NAME
-from pipelines.release import ReleaseConfig, ReleaseError, coerce_parameter, read_release_data, release_config
+from pipelines.release import (
+    ReleaseConfig,
+    ReleaseError,
+    coerce_parameter,
+    read_release_data,
+    read_release_dir,
+    release_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +50,11 @@ class PipelineError(Exception):
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "pipeline",
-        help="compile, upload, schedule or run the training pipeline",
+        help="compile, upload, schedule or run the training pipeline, or bootstrap a release",
         description="The KFP v2 training pipeline: data -> train -> evaluate (quality gate) -> export to "
         "the idle instance -> publish. KFP_HOST (or --host) names the KFP API for upload and schedule; "
-        "--release NAME --namespace NS takes the parameters and the image from a Helm release.",
+        "--release NAME --namespace NS (or --params-from DIR, the release's ConfigMap mounted as a volume) "
+        "takes the parameters and the image from a Helm release.",
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -55,6 +65,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(through the Kubernetes API; --param still wins)",
         )
         action.add_argument("--namespace", help="the release's namespace (required with --release)")
+        action.add_argument(
+            "--params-from", type=Path, metavar="DIR",
+            help="take the parameters from the release's pipeline ConfigMap mounted as a volume at DIR "
+            "(one file per key; no Kubernetes API needed; --param still wins)",
+        )  # fmt: skip
         action.add_argument(
             "--param", action="append", default=[], metavar="NAME=VALUE",
             help="a pipeline parameter (repeatable)",
@@ -90,6 +105,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run_.add_argument("--every", type=parse_interval, help="repeat every interval (e.g. 10m) until Ctrl-C")
     run_.add_argument("--publish-new-data", action="store_true", help="generate and publish data first")
     add_release_options(run_)
+
+    bootstrap = actions.add_parser(
+        "bootstrap",
+        help="give a fresh release its first model: data if there is none, then one local run",
+        description="Make an empty bucket and empty topics serve a model, with no manual step (the Helm "
+        "chart's bootstrap Job). Creates the bucket and topics if missing (as `recommender init`) and "
+        "settles a publish a crash left pending. When models/serving.json then names a live model, nothing "
+        "is trained and no data is published (so re-running it, e.g. on every helm upgrade, is cheap). "
+        "Otherwise it publishes generated data if there is no current snapshot (data/current.json), runs "
+        "the pipeline once locally (as `pipeline run --local`) and fails unless the run published a model. "
+        "Either way, if the idle instance holds no model version, the live model is copied there, "
+        "unannounced: TF-Serving answers only once a version exists, so until then that pod is never ready.",
+    )
+    bootstrap.add_argument(
+        "--data-preset", choices=sorted(PRESETS), default="small",
+        help="size of the data generated when there is none: small (2k users, 300 products, 40k "
+        "purchases; trains in about a minute, the default) or default (50k users, 5k products, 1M purchases)",
+    )  # fmt: skip
+    add_release_options(bootstrap)
     parser.set_defaults(handler=run)
 
 
@@ -136,10 +170,15 @@ ReleaseReader = Callable[[str, str], tuple[dict[str, str], str]]
 def release_parameters(
     args: argparse.Namespace, signature: dict[str, str], reader: ReleaseReader
 ) -> ReleaseConfig:
-    """The release's parameters and image when --release is given, nothing otherwise."""
+    """The release's parameters and image when --release or --params-from is given, nothing otherwise."""
+    if args.namespace and not args.release:
+        raise PipelineError("--namespace only goes with --release")
+    if args.release and args.params_from:
+        raise PipelineError("--release and --params-from are two sources of the same parameters; give one")
+    if args.params_from:
+        data, source = read_release_dir(args.params_from)
+        return release_config(data, signature, source)
     if not args.release:
-        if args.namespace:
-            raise PipelineError("--namespace only goes with --release")
         return ReleaseConfig()
     if not args.namespace:
         raise PipelineError("--release needs --namespace (the namespace the release is installed in)")
@@ -241,6 +280,10 @@ def run(
         params = {**release.parameters, **parse_params(args.param, signature)}
         if args.action == "run":
             return _run_local_loop(settings, params, args.publish_new_data, args.every)
+        if args.action == "bootstrap":
+            from pipelines.bootstrap import bootstrap  # it imports this module
+
+            return bootstrap(settings, params, args.data_preset)
         image = args.image or release.image or settings.pipeline_image
         client = client_factory(args.host or settings.kfp_host)
         with tempfile.TemporaryDirectory() as tmp:

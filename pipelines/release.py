@@ -3,13 +3,16 @@
 The chart (templates/pipeline-configmap.yaml) writes one ConfigMap per release whose keys are the
 pipeline's parameter names (plus `image`, the component image), so `recommender pipeline
 schedule --release NAME --namespace NS` needs no address typed by hand. The mapping is a pure
-function of the ConfigMap's data; the Kubernetes call that fetches it is kept apart and thin.
+function of the ConfigMap's data; the two ways of getting that data are kept apart and thin: the
+Kubernetes API (`--release`), or the ConfigMap mounted as a volume (`--params-from DIR`, what the
+chart's bootstrap Job does, so it needs no API access).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # The chart labels the ConfigMap with these; the release's instance label finds it whatever
@@ -102,3 +105,21 @@ def read_release_data(release: str, namespace: str, api: Any = None) -> tuple[di
         )
     configmap = found[0]
     return dict(configmap.data or {}), f"ConfigMap {namespace}/{configmap.metadata.name}"
+
+
+def read_release_dir(directory: Path) -> tuple[dict[str, str], str]:
+    """The data of a pipeline ConfigMap mounted as a volume (one file per key) and a name for it.
+
+    The kubelet also puts hidden `..data` and `..<timestamp>` entries there (how it swaps a
+    ConfigMap's files at once); they are not keys.
+    """
+    if not directory.is_dir():
+        raise ReleaseError(f"{directory} is not a directory (mount the release's pipeline ConfigMap there)")
+    data = {
+        path.name: path.read_text()
+        for path in sorted(directory.iterdir())
+        if not path.name.startswith("..") and path.is_file()
+    }
+    if not data:
+        raise ReleaseError(f"{directory} holds no parameters: is the release's pipeline ConfigMap mounted?")
+    return data, f"the ConfigMap mounted at {directory}"

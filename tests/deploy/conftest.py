@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +61,24 @@ def render(helm: Path) -> Renderer:
     return _render
 
 
+def render_notes(helm: Path, tmp_path: Path, release: str, namespace: str, *args: str) -> str:
+    """NOTES.txt as `helm install` would print it: `helm template` leaves it out, so a copy of the
+    chart renders it into a ConfigMap."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    (chart / "templates" / "NOTES.txt").rename(chart / "NOTES.txt")
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
+        'data: {notes: {{ tpl (.Files.Get "NOTES.txt") . | quote }}}\n'
+    )
+    result = run_helm(
+        helm, "template", release, str(chart), "--namespace", namespace, "--kube-version", KUBE_VERSION,
+        "--show-only", "templates/zz-notes.yaml", *args,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)["data"]["notes"]
+
+
 def by_kind_name(manifests: list[dict]) -> dict[tuple[str, str], dict]:
     return {(m["kind"], m["metadata"]["name"]): m for m in manifests}
 
@@ -84,3 +103,17 @@ def container(manifest: dict, name: str) -> dict:
 def env_of(item: dict) -> dict[str, dict]:
     """A container's env entries by name (value or valueFrom)."""
     return {entry["name"]: entry for entry in item.get("env", [])}
+
+
+def write_configmap_volume(directory: Path, data: dict[str, str]) -> Path:
+    """Lay `data` out as the kubelet mounts a ConfigMap volume: the files in a hidden timestamped
+    folder, `..data` linking to it, and one link per key through `..data` (its atomic writer)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = directory / "..2026_01_01_00_00_00.000000001"
+    payload.mkdir()
+    for key, value in data.items():
+        (payload / key).write_text(value)
+    (directory / "..data").symlink_to(payload.name)
+    for key in data:
+        (directory / key).symlink_to(f"..data/{key}")
+    return directory

@@ -4,21 +4,17 @@ that release, and the CLI's mapping turns them into the pipeline's typed argumen
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pipelines.cli import pipeline_signature
 from pipelines.release import COMPONENT_LABEL, PART_OF_LABEL, ReleaseError, release_config
 from tests.deploy.conftest import (
-    CHART,
     IMAGE_REPOSITORY,
-    KUBE_VERSION,
     by_kind_name,
+    render_notes,
     render_release,
-    run_helm,
 )
 
 RELEASE, NAMESPACE = "my-recs", "recs-prod"
@@ -139,20 +135,7 @@ def test_a_key_the_pipeline_does_not_take_is_refused(pipeline_configmap: dict) -
 
 
 def test_notes_print_the_pipeline_commands_for_this_release(helm: Path, tmp_path: Path) -> None:
-    # `helm template` leaves NOTES.txt out; a copy of the chart renders it into a ConfigMap.
-    chart = tmp_path / "chart"
-    shutil.copytree(CHART, chart)
-    (chart / "templates" / "NOTES.txt").rename(chart / "NOTES.txt")
-    (chart / "templates" / "zz-notes.yaml").write_text(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
-        'data: {notes: {{ tpl (.Files.Get "NOTES.txt") . | quote }}}\n'
-    )
-    result = run_helm(
-        helm, "template", RELEASE, str(chart), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION,
-        "--show-only", "templates/zz-notes.yaml", *CHART_SECRET,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    notes = yaml.safe_load(result.stdout)["data"]["notes"]
+    notes = render_notes(helm, tmp_path, RELEASE, NAMESPACE, *CHART_SECRET)
     for action in ("upload", "schedule"):
         assert re.search(
             rf"recommender pipeline {action} +--release {RELEASE} --namespace {NAMESPACE} --host", notes

@@ -63,6 +63,16 @@ model server reach it by the same address, which the model updates carry. */}}
 {{- printf "%s-modelserver" (include "sr.fullname" .) -}}
 {{- end -}}
 
+{{/* The bootstrap Job of this revision. Job names must fit a 63-character label (job-name), with
+room for "-bootstrap-" and the revision. */}}
+{{- define "sr.bootstrapJobName" -}}
+{{- printf "%s-bootstrap-%d" (include "sr.fullname" . | trunc 42 | trimSuffix "-") (int .Release.Revision) -}}
+{{- end -}}
+
+{{- define "sr.pipelineConfigMapName" -}}
+{{- printf "%s-pipeline" (include "sr.fullname" .) -}}
+{{- end -}}
+
 {{/* The model server's consumer group (MODELSERVER_GROUP_ID, default as in modelserver/settings.py). */}}
 {{- define "sr.modelserverGroupId" -}}
 {{- .Values.modelserver.env.MODELSERVER_GROUP_ID | default .Values.extraConfig.MODELSERVER_GROUP_ID | default "recommender-modelserver" -}}
