@@ -9,7 +9,6 @@ fixtures `world`, `topics_env` and `start_modelserver` into its conftest.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,13 +17,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from client.core import ReplyCollector
 from common.kafka import ensure_topics, make_producer
-from common.schemas import ModelUpdate, ServingRecord, now_ms
+from common.schemas import ModelUpdate, RecommendationRequest, ServingRecord, now_ms
 from common.settings import Settings
 from common.storage import SERVING_RECORD, ObjectStore
 from localstack import StackInfo
 from localstack.serving import ServingInstance
 from modelserver.local import ModelServerProcess
+from tests.waiting import wait_until
 
 
 @dataclass
@@ -113,6 +114,31 @@ def topics_env(world: World, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return env
 
 
+def answer_sentinels(settings: Settings, user: str, timeout: float = 60) -> list[str]:
+    """A barrier for "nothing more arrives": one request into every partition of the requests
+    topic, after everything sent so far, each waited for until answered. A model server takes a
+    partition in order and has every reply of a batch acknowledged before it takes the next, so
+    once these are answered every reply to anything sent before them is on the replies topic.
+    Returns the sentinels' request ids."""
+    collector = ReplyCollector(settings)
+    collector.start()
+    try:
+        producer = make_producer(settings)
+        topic = producer.list_topics(settings.topic_requests, timeout=10).topics[settings.topic_requests]
+        ids = []
+        for partition in topic.partitions:
+            request = RecommendationRequest(request_id=f"sentinel-{uuid.uuid4().hex[:8]}", user=user, k=1)
+            producer.produce(
+                settings.topic_requests, key=user.encode(), value=request.to_bytes(), partition=partition
+            )
+            ids.append(request.request_id)
+        assert producer.flush(15) == 0
+        wait_until(lambda: all(rid in collector.answers for rid in ids), timeout, "the sentinels answered")
+        return ids
+    finally:
+        collector.close()
+
+
 def publish_update(update: ModelUpdate) -> None:
     settings = Settings.load()
     producer = make_producer(settings)
@@ -134,13 +160,3 @@ def start_modelserver(topics_env: dict[str, str], tmp_path: Path) -> Iterator:
     yield start
     for server in started:
         server.stop()
-
-
-def wait_until(predicate, timeout: float, what: str, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

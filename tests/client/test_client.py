@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -20,6 +19,7 @@ from common.schemas import (
     SnapshotPointer,
 )
 from common.storage import CURRENT_SNAPSHOT, ObjectStore
+from tests.waiting import wait_until
 
 
 def test_load_report_summary_and_percentiles():
@@ -73,7 +73,16 @@ def test_collector_matches_replies_counts_duplicates_and_reads_dead_letters(sett
             "r2": "invalid-request: k: Input should be less than or equal to 100"
         }
         assert collector.settled(["r1", "r2"]) and not collector.settled(["r1", "r3"])
-        time.sleep(1)
+        # A barrier, not a pause: a sentinel written after everything else into every partition.
+        # Once all are read, each partition has been read past the copies of r1 (and past "old",
+        # had the collector started at the beginning), so no further copy can still arrive.
+        partitions = producer.list_topics(settings.topic_replies, timeout=10).topics[settings.topic_replies]
+        sentinels = [f"sentinel-{p}" for p in partitions.partitions]
+        for partition, request_id in zip(partitions.partitions, sentinels, strict=True):
+            sentinel = RecommendationReply(request_id=request_id, user="u", items=[], model=old.model)
+            producer.produce(settings.topic_replies, value=sentinel.to_bytes(), partition=partition)
+        assert producer.flush(10) == 0
+        wait_until(lambda: collector.settled(sentinels), 20, "the sentinel replies")
         assert collector.duplicates["r1"] == 2 and "old" not in collector.answers
     finally:
         collector.close()

@@ -12,15 +12,15 @@ import secrets
 import shutil
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.compose.conftest import run_compose
+from tests.waiting import wait_until
 
 # The first model needs the data publisher and a training run; the swap needs one more run.
 READY_DEADLINE_S = 30 * 60
@@ -55,18 +55,10 @@ def _get_json(url: str) -> tuple[int, dict]:
         return 0, {}
 
 
-def _wait_for(what: str, deadline_s: float, check: Callable[[], dict]) -> dict:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(10)
-    pytest.fail(f"timed out after {deadline_s:.0f}s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
-def stack(compose_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def stack(
+    compose_binary: Path, tmp_path_factory: pytest.TempPathFactory, starts_servers: None
+) -> Iterator[dict]:
     problem = _docker_engine_problem()
     if problem:
         pytest.skip(
@@ -113,7 +105,7 @@ def test_requests_are_answered_and_survive_a_model_swap(stack: dict) -> None:
         status, body = _get_json(stack["url"] + "/readyz")
         return body if status == 200 and body.get("ready") else {}
 
-    first = _wait_for("the first model to be live", READY_DEADLINE_S, ready)
+    first = wait_until(ready, READY_DEADLINE_S, "the first model to be live", every=10)
     reply = _client_recommend(stack, "1")
     assert reply.returncode == 0, reply.stdout + reply.stderr
     assert reply.stdout.strip()
@@ -122,7 +114,7 @@ def test_requests_are_answered_and_survive_a_model_swap(stack: dict) -> None:
         live = ready()
         return live if live and live["instance"] != first["instance"] else {}
 
-    second = _wait_for("the pipeline to swap in a new model", SWAP_DEADLINE_S, swapped)
+    second = wait_until(swapped, SWAP_DEADLINE_S, "the pipeline to swap in a new model", every=10)
     assert second["version"] > first["version"]
     reply = _client_recommend(stack, "1")
     assert reply.returncode == 0, reply.stdout + reply.stderr

@@ -23,7 +23,8 @@ from common.kafka import make_consumer, make_producer
 from common.schemas import DeadLetterHeaders, RecommendationRequest
 from common.settings import Settings
 from modelserver.processing import DEFAULT_MAX_REQUEST_BYTES
-from tests.serving_world import publish_update, wait_until
+from tests.serving_world import publish_update
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 

@@ -18,7 +18,8 @@ from confluent_kafka import TopicPartition
 from client.core import run_load, snapshot_users
 from common.kafka import make_consumer
 from common.settings import Settings
-from tests.serving_world import publish_update, wait_until
+from tests.serving_world import answer_sentinels, publish_update
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -70,11 +71,13 @@ def test_a_killed_serving_instance_delays_or_dead_letters_every_request_none_sil
     killed_at: list[float] = []
 
     def kill_and_restart() -> None:
+        # Once the load is being answered (not after a guessed delay), so some are served first.
+        wait_until(lambda: _replies_counted(server) >= 100, 60, "the load being answered")
         killed_at.append(time.monotonic())
         instance.server.kill()  # SIGKILL, as an OOM kill or a node loss would
         instance.start_server()  # back after TensorFlow's import: longer than the deadline
 
-    fault = threading.Timer(2.0, kill_and_restart)
+    fault = threading.Thread(target=kill_and_restart, daemon=True)
     fault.start()
     try:
         report = run_load(settings, users, duration_s=6, rate=200, k=5, drain_s=120, seed=12)
@@ -96,6 +99,11 @@ def test_a_killed_serving_instance_delays_or_dead_letters_every_request_none_sil
     # Once the instance is back, the same server answers again without being touched.
     after = run_load(settings, users, duration_s=2, rate=100, k=5, drain_s=60, seed=13)
     assert after.unanswered == [] and after.answered == after.sent > 100
+
+
+def _replies_counted(server) -> int:
+    answer = server.get_json("/state")
+    return answer[1]["counts"]["replies"] if answer else 0
 
 
 def _group_offsets(settings: Settings, group: str, topic: str) -> tuple[list[int], list[int]]:
@@ -153,7 +161,7 @@ def test_a_sigkilled_model_server_resumes_at_committed_offsets_and_recovers_the_
     second = run_load(settings, users, duration_s=3, rate=150, k=5, drain_s=60, seed=15)
     assert second.unanswered == [] and second.duplicates == 0
     assert set(second.models) == {f"b/v{world.versions['b']}"}
-    # Resumed at the committed offsets: the only new replies are the second load's.
-    wait_until(lambda: _replies_end(settings) - replies_before >= second.sent, 10, "replies counted")
-    time.sleep(1)
-    assert _replies_end(settings) - replies_before == second.sent
+    # Resumed at the committed offsets: the only new replies are the second load's (and, sent after
+    # it as a barrier, the sentinels').
+    sentinels = answer_sentinels(settings, users[0])
+    assert _replies_end(settings) - replies_before == second.sent + len(sentinels)

@@ -18,14 +18,16 @@ import uuid
 
 import httpx
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import ConsumerGroupState, TopicPartition
+from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from client.core import ReplyCollector, run_load, send, snapshot_users
 from common.kafka import make_consumer, make_producer
 from common.schemas import DeadLetterHeaders, RecommendationRequest
 from common.settings import Settings
-from tests.serving_world import publish_update, wait_until
+from tests.serving_world import publish_update
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -51,13 +53,24 @@ def test_readyz_is_503_until_a_model_is_known_then_the_client_gets_k_unpurchased
         producer = make_producer(settings)
         send(producer, settings, early)
         assert producer.flush(10) == 0
-        time.sleep(2)
+        # The server holds the partitions (its group owns them) while the request waits there...
+        wait_until(
+            lambda: _group_owns(settings, os.environ["MODELSERVER_GROUP_ID"], settings.topic_requests),
+            60,
+            "the model server's group owning the requests partitions",
+        )
+        state = server.get_json("/state")[1]
+        assert state["ready"] is False and state["counts"]["dlq"] == 0 and state["counts"]["replies"] == 0
         assert collector.answers == {} and collector.dead_letters == {}
 
         publish_update(world.update("a"))
         wait_until(lambda: server.get_json("/readyz")[0] == 200, 60, "/readyz 200")
+        # ...and answers it once a model is known: neither dropped nor dead-lettered meanwhile (a
+        # request dropped or dead-lettered would be behind the committed offset, never answered).
         answer = collector.wait_for("early", 30)
         assert answer is not None and len(answer.reply.items) == 5
+        assert answer.reply.model.instance == "a" and "early" not in collector.dead_letters
+        assert server.get_json("/state")[1]["counts"]["dlq"] == 0
     finally:
         collector.close()
 
@@ -101,7 +114,13 @@ def test_a_model_swap_under_load_loses_nothing_and_both_versions_answer(world, s
     wait_until(lambda: server.get_json("/readyz")[0] == 200, 60, "/readyz 200")
     settings = Settings.load()
     users = snapshot_users(settings)
-    swap = threading.Timer(4.0, publish_update, args=(world.update("b"),))
+
+    def swap_once_a_answers() -> None:
+        # Mid-load by condition, not by a guessed delay: once `a` has answered a good share.
+        wait_until(lambda: _counts(server).get("replies", 0) >= 500, 60, "instance a answering the load")
+        publish_update(world.update("b"))
+
+    swap = threading.Thread(target=swap_once_a_answers, daemon=True)
     swap.start()
     report = run_load(settings, users, duration_s=12, rate=250, k=5, drain_s=60, seed=1)
     swap.join()
@@ -120,20 +139,77 @@ def test_sigkill_mid_load_and_restart_loses_no_request(world, start_modelserver)
     wait_until(lambda: server.get_json("/readyz")[0] == 200, 60, "/readyz 200")
     settings = Settings.load()
     users = snapshot_users(settings)
+    group = os.environ["MODELSERVER_GROUP_ID"]
+    serving = world.instances["a"].server
+    at_kill: dict = {}
+    errors: list[BaseException] = []
 
     def crash_and_restart() -> None:
-        server.kill()  # SIGKILL to the whole process group, mid-batch
-        server.start()
+        try:
+            wait_until(lambda: _counts(server).get("replies", 0) >= 200, 60, "the load being answered")
+            # The serving instance is frozen (SIGSTOP), so the batch the server takes next cannot be
+            # answered: it is provably in flight, consumed and neither replied to nor committed.
+            os.killpg(serving.pid, signal.SIGSTOP)
+            try:
+                at_kill["counts"] = wait_until(
+                    lambda: (c := _counts(server)) and c["requests"] > c["replies"] + c["dlq"] and c,
+                    10,  # well inside the serving deadline (20 s), after which it would be dead-lettered
+                    "a batch consumed but not answered",
+                    every=0.05,
+                )
+                server.kill()  # SIGKILL to the whole process group, mid-batch
+            finally:
+                os.killpg(serving.pid, signal.SIGCONT)
+            at_kill["committed"] = _committed(settings, group, settings.topic_requests)
+            server.start()
+        except BaseException as exc:
+            errors.append(exc)
+            raise
 
-    crash = threading.Timer(4.0, crash_and_restart)
+    crash = threading.Thread(target=crash_and_restart, daemon=True)
     crash.start()
     report = run_load(settings, users, duration_s=10, rate=200, k=5, drain_s=120, seed=2)
-    crash.join()
+    crash.join(timeout=180)
+    assert not errors and not crash.is_alive(), errors
+    # The kill landed with a batch in flight: requests consumed beyond every committed offset.
+    assert sum(at_kill["committed"]) <= at_kill["counts"]["replies"] + at_kill["counts"]["dlq"]
+    assert sum(at_kill["committed"]) < at_kill["counts"]["requests"]
     assert report.sent > 1000
     assert report.unanswered == [] and report.dlq == 0
     # Duplicates are allowed (re-read after the crash) and counted, never double-counted as answers.
     assert report.answered == report.sent
-    print(f"\nSIGKILL mid-load and restart:\n{report.summary()}")
+    print(f"\nSIGKILL mid-load (counts at the kill {at_kill}) and restart:\n{report.summary()}")
+
+
+def _counts(server) -> dict[str, int]:
+    """The model server's /state counts; empty while it does not answer."""
+    answer = server.get_json("/state")
+    return answer[1]["counts"] if answer else {}
+
+
+def _committed(settings: Settings, group: str, topic: str) -> list[int]:
+    """The group's committed offset of each partition of `topic` (0 where none is committed)."""
+    consumer = make_consumer(settings, group)
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return [max(tp.offset, 0) for tp in committed]
+    finally:
+        consumer.close()
+
+
+def _group_owns(settings: Settings, group: str, topic: str) -> bool:
+    """Whether the members of `group` have every partition of `topic` assigned (a stable group)."""
+    admin = AdminClient(settings.kafka)
+    partitions = set(admin.list_topics(topic, timeout=10).topics[topic].partitions)
+    description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    owned = {
+        tp.partition
+        for member in description.members
+        for tp in member.assignment.topic_partitions
+        if tp.topic == topic
+    }
+    return description.state == ConsumerGroupState.STABLE and owned == partitions
 
 
 def test_a_thousand_malformed_messages_go_to_the_dlq_and_good_requests_are_answered(world, start_modelserver):

@@ -11,6 +11,7 @@ from common.schemas import ModelMetrics, ModelUpdate
 from modelserver.metrics import Metrics
 from modelserver.routing import Route, Router, check_answers
 from modelserver.serving import ServingError, with_retries
+from tests.waiting import wait_until
 
 METRICS = ModelMetrics(hr_at_10=0.3, ndcg_at_10=0.2, popularity_hr_at_10=0.1, popularity_ndcg_at_10=0.05)
 
@@ -31,7 +32,7 @@ class StatusOnly:
 
     def __init__(self, answers: list[bool]) -> None:
         self.answers = answers
-        self.closed = False
+        self.closed_at: float | None = None  # time.monotonic() of close()
 
     def available(self) -> bool:
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
@@ -39,8 +40,12 @@ class StatusOnly:
     def predict(self, signature, inputs):
         raise AssertionError("not used")
 
+    @property
+    def closed(self) -> bool:
+        return self.closed_at is not None
+
     def close(self) -> None:
-        self.closed = True
+        self.closed_at = time.monotonic()
 
 
 class Clock:
@@ -57,18 +62,21 @@ class Clock:
 
 
 def test_a_batch_keeps_its_route_across_a_switch_and_the_old_client_is_retired_later():
-    router = Router(retire_after_s=0.05)
+    retire_after_s = 0.5
+    router = Router(retire_after_s=retire_after_s)
     assert router.current is None
     old = Route(update("a", 1), StatusOnly([True]))
     assert router.install(old) is None and router.switches == 0
     in_flight = router.current  # what a batch took before the switch
     new = Route(update("b", 2), StatusOnly([True]))
+    switched_at = time.monotonic()
     assert router.install(new) is old
     assert in_flight is old and router.current is new and router.switches == 1
     assert not old.client.closed  # a batch in flight may still be using it
 
-    time.sleep(0.3)
-    assert old.client.closed
+    closed_at = wait_until(lambda: old.client.closed_at, 10, "the old client closed")
+    assert closed_at - switched_at >= retire_after_s  # kept open for the whole grace period
+    assert not new.client.closed
 
 
 def test_same_target_ignores_a_republished_identical_update():

@@ -17,7 +17,7 @@ from tests.secure.harness import Cli, clean_environment
 
 
 @pytest.fixture(scope="module")
-def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def secure_stack(tmp_path_factory: pytest.TempPathFactory, starts_servers: None) -> Iterator[Stack]:
     stack = Stack(tmp_path_factory.mktemp("secure-stack"), secure=True)
     stack.up()
     try:

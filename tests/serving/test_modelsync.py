@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import pytest
 
 from common.storage import ObjectStore, completion_marker, model_version_prefix
 from modelsync.sync import TMP_PREFIX, ModelSync
 from tests.serving.tiny_model import save_tiny_model
+from tests.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -73,21 +73,23 @@ def test_survives_minio_outage_and_logs_each_change_once(local_stack, store, exp
     caplog.set_level(logging.INFO, logger="modelsync.sync")
     upload(store, export_dir, 1)
     sync = ModelSync(store, "a", tmp_path / "recommender", keep=2)
+    failures = _count_failures(sync)
     stop = threading.Event()
     thread = threading.Thread(target=sync.run, args=(stop, 0.1, 0.5), daemon=True)
     thread.start()
     try:
-        _wait(lambda: sync.local_versions() == [1], "version 1 mirrored")
+        wait_until(lambda: sync.local_versions() == [1], 60, "version 1 mirrored")
         local_stack.minio.stop()
         try:
-            _wait(lambda: _count(caplog, "MinIO unreachable") == 1, "the outage logged")
-            time.sleep(2.0)  # several failed attempts under backoff...
+            wait_until(lambda: _count(caplog, "MinIO unreachable") == 1, 60, "the outage logged")
+            # Several failed attempts under backoff...
+            wait_until(lambda: len(failures) >= 3, 60, "three failed sync attempts")
             assert _count(caplog, "MinIO unreachable") == 1  # ...logged once
         finally:
             local_stack.minio.start()
-        _wait(lambda: _count(caplog, "MinIO reachable again") == 1, "the recovery logged")
+        wait_until(lambda: _count(caplog, "MinIO reachable again") == 1, 60, "the recovery logged")
         upload(store, export_dir, 2)
-        _wait(lambda: sync.local_versions() == [1, 2], "version 2 mirrored after the outage")
+        wait_until(lambda: sync.local_versions() == [1, 2], 60, "version 2 mirrored after the outage")
         assert _count(caplog, "MinIO reachable again") == 1
     finally:
         stop.set()
@@ -95,14 +97,21 @@ def test_survives_minio_outage_and_logs_each_change_once(local_stack, store, exp
     assert not thread.is_alive()
 
 
+def _count_failures(sync: ModelSync) -> list[BaseException]:
+    """Record every failed `sync_once` of `sync` (the loop's attempts), still raising each."""
+    failures: list[BaseException] = []
+    attempt = sync.sync_once
+
+    def counted() -> object:
+        try:
+            return attempt()
+        except Exception as exc:
+            failures.append(exc)
+            raise
+
+    sync.sync_once = counted
+    return failures
+
+
 def _count(caplog, text: str) -> int:
     return sum(text in record.getMessage() for record in caplog.records)
-
-
-def _wait(condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")

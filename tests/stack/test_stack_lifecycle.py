@@ -13,6 +13,8 @@ from common.settings import Settings
 from localstack import MinioServer, Stack, StackError
 from localstack.servers import pid_alive
 
+pytestmark = pytest.mark.stack  # every test here starts servers, some through the CLI
+
 
 def _descendants(pid):
     result = subprocess.run(["pgrep", "-g", str(pid)], capture_output=True, text=True)

@@ -118,16 +118,88 @@ def test_unknown_users_get_popular_products(exported: Exported):
     assert strings(out["products"][0]) != top
 
 
-def test_same_input_same_output(exported: Exported):
+class NumpyModel:
+    """The model recomputed with numpy alone, from the trained weights and the raw snapshot rows:
+    an independent account of what every signature should answer (dot-product models)."""
+
+    def __init__(self, exported: Exported) -> None:
+        scorer, data = exported.trained.scorer, exported.trained.data
+        assert not scorer.mlp
+        self.users = scorer.users.numpy().astype(np.float64)
+        self.products = scorer.products.numpy().astype(np.float64)
+        self.user_bias = scorer.user_bias.numpy().astype(np.float64)
+        self.product_bias = scorer.product_bias.numpy().astype(np.float64)
+        self.product_ids = data.product_ids.astype(str)
+        self.user_index = {user: i for i, user in enumerate(data.user_ids.astype(str))}
+        self.product_index = {product: i for i, product in enumerate(self.product_ids)}
+        rows = exported.snapshot.purchases.astype({"user": str, "product": str})
+        buyers = rows.groupby("product")["user"].nunique()
+        n_users = rows["user"].nunique()
+        self.popularity = np.array([buyers.get(p, 0) / n_users for p in self.product_ids], np.float64)
+        self.bought = rows.groupby("user")["product"].agg(set).to_dict()
+
+    def all_scores(self, user: str) -> np.ndarray:
+        """[products] scores; an unknown user is scored by popularity."""
+        if user not in self.user_index:
+            return self.popularity
+        i = self.user_index[user]
+        return self.products @ self.users[i] + self.user_bias[i] + self.product_bias
+
+    def pair_score(self, user: str, product: str) -> float:
+        if product not in self.product_index:
+            return PAD_SCORE
+        return float(self.all_scores(user)[self.product_index[product]])
+
+    def candidates(self, user: str, exclude_purchased: bool) -> dict[str, float]:
+        """Every product `user` may be recommended, with its score."""
+        scores = self.all_scores(user)
+        bought = self.bought.get(user, set()) if exclude_purchased else set()
+        return {p: float(s) for p, s in zip(self.product_ids, scores, strict=True) if p not in bought}
+
+
+def assert_is_top_k(products: list[str], scores: np.ndarray, candidates: dict[str, float], k: int) -> None:
+    """`products`/`scores` are the best `k` of `candidates` (ties at the cut may go either way)."""
+    expected = sorted(candidates.values(), reverse=True)[:k]
+    real = [p for p in products if p != PAD_PRODUCT]
+    assert len(real) == len(expected) and len(set(real)) == len(real)
+    assert products[len(real) :] == [PAD_PRODUCT] * (len(products) - len(real))
+    assert set(real) <= set(candidates)
+    tol = dict(rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(scores[: len(real)], expected, **tol)  # the k best scores, best first
+    np.testing.assert_allclose(scores[: len(real)], [candidates[p] for p in real], **tol)  # of these products
+    left_out = [score for product, score in candidates.items() if product not in set(real)]
+    if left_out and real:
+        assert max(left_out) <= scores[len(real) - 1] + 1e-4  # nothing better was left out
+
+
+def test_recommend_is_the_numpy_top_k_of_the_trained_weights(exported: Exported):
+    reference = NumpyModel(exported)
     model = exported.loaded.signatures
-    first = call_top(model, "recommend", USERS)
-    second = call_top(model, "recommend", USERS)
-    assert strings(first["products"]) == strings(second["products"])
-    np.testing.assert_array_equal(first["scores"].numpy(), second["scores"].numpy())
-    pairs = dict(users=tf.constant(["u3", "u3", "x"]), products=tf.constant(["p1", "p2", "p1"]))
+    users = [*USERS, *exported.snapshot.purchases["user"].value_counts().index[:5].astype(str)]
+    for name, exclude in (("recommend", True), ("recommend_with_purchased", False)):
+        out = call_top(model, name, users)
+        assert out["fallback"].numpy().tolist() == [u not in reference.user_index for u in users]
+        for row, user in enumerate(users):
+            assert_is_top_k(
+                strings(out["products"][row]),
+                out["scores"].numpy()[row],
+                reference.candidates(user, exclude),
+                MAX_K,
+            )
+        again = call_top(model, name, users)  # and the same input gives the same output
+        assert strings(again["products"]) == strings(out["products"])
+        np.testing.assert_array_equal(again["scores"].numpy(), out["scores"].numpy())
+
+
+def test_serving_default_is_the_numpy_pair_score(exported: Exported):
+    reference = NumpyModel(exported)
+    pairs = [("u3", "p1"), ("u3", "p2"), ("x", "p1"), ("u17", "p250"), ("u0", "no-such-product"), ("", "p7")]
+    users, products = (list(column) for column in zip(*pairs, strict=True))
+    call = exported.loaded.signatures["serving_default"]
+    scores = call(users=tf.constant(users), products=tf.constant(products))["scores"].numpy()
+    np.testing.assert_allclose(scores, [reference.pair_score(u, p) for u, p in pairs], rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(
-        model["serving_default"](**pairs)["scores"].numpy(),
-        model["serving_default"](**pairs)["scores"].numpy(),
+        call(users=tf.constant(users), products=tf.constant(products))["scores"].numpy(), scores
     )
 
 

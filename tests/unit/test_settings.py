@@ -1,8 +1,9 @@
 import subprocess
 import sys
+import traceback
 
 import pytest
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from common.settings import ConfigError, Settings, kafka_properties_from_env
 
@@ -63,12 +64,37 @@ def test_out_of_range_value_is_reported(monkeypatch):
         _PortSettings.load()
 
 
-def test_secret_value_is_not_echoed_in_errors(monkeypatch):
-    monkeypatch.setenv("MINIO_SECURE", "maybe-secret")
-    monkeypatch.setenv("MINIO_SECRET_KEY", "")
+class _StrictSecretSettings(Settings):
+    minio_secret_key: SecretStr = Field(SecretStr("x" * 40), min_length=32)
+
+
+def _everything_shown(error: BaseException) -> str:
+    """The error as a user or a log could ever see it: message, repr and the formatted traceback."""
+    return str(error) + repr(error) + "".join(traceback.format_exception(error))
+
+
+def test_secret_values_are_not_echoed_in_errors(monkeypatch):
+    # Real secrets are set and another variable is invalid: the error names that variable only.
+    monkeypatch.setenv("MINIO_ACCESS_KEY", "access-id-4f1d")
+    monkeypatch.setenv("MINIO_SECRET_KEY", "s3cr3t-minio-9b2e")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "s3cr3t-kafka-77aa")
+    monkeypatch.setenv("MINIO_SECURE", "maybe")
     with pytest.raises(ConfigError) as excinfo:
         Settings.load()
-    assert "MINIO_SECURE" in str(excinfo.value)
+    shown = _everything_shown(excinfo.value)
+    assert str(excinfo.value).startswith("invalid configuration: MINIO_SECURE:")
+    assert "'maybe'" in shown  # a plain value is echoed...
+    for secret in ("access-id-4f1d", "s3cr3t-minio-9b2e", "s3cr3t-kafka-77aa"):
+        assert secret not in shown  # ...a secret never is
+
+
+def test_an_invalid_secret_is_named_but_its_value_is_not_echoed(monkeypatch):
+    monkeypatch.setenv("MINIO_SECRET_KEY", "too-short-s3cr3t")
+    with pytest.raises(ConfigError) as excinfo:
+        _StrictSecretSettings.load()
+    shown = _everything_shown(excinfo.value)
+    assert str(excinfo.value).startswith("invalid configuration: MINIO_SECRET_KEY:")
+    assert "too-short-s3cr3t" not in shown
 
 
 def test_log_level_is_validated(monkeypatch):
