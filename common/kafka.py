@@ -7,12 +7,12 @@ caller adds only what its role needs, so a secured cluster works without code ch
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from common.retry import Backoff, poll
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,10 @@ def ensure_topics(
 def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> None:
     # A created topic's partitions get their leaders a moment later; until then the broker
     # answers NOT_LEADER_FOR_PARTITION, e.g. to the watermark query of a client starting at once.
-    deadline = time.monotonic() + timeout
-    while True:
+    waiting = topics
+
+    def led() -> bool:
+        nonlocal waiting
         metadata = admin.list_topics(timeout=timeout).topics
         waiting = [
             name
@@ -121,11 +123,10 @@ def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> 
             or metadata[name].error is not None
             or any(p.leader < 0 or p.error is not None for p in metadata[name].partitions.values())
         ]
-        if not waiting:
-            return
-        if time.monotonic() > deadline:
-            raise KafkaException(f"topics without partition leaders after {timeout:g}s: {', '.join(waiting)}")
-        time.sleep(0.1)
+        return not waiting
+
+    if not poll(led, Backoff(0.1), timeout):
+        raise KafkaException(f"topics without partition leaders after {timeout:g}s: {', '.join(waiting)}")
 
 
 def refuses_record(err: KafkaError) -> bool:

@@ -12,7 +12,10 @@ from collections.abc import Mapping
 from typing import Any, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.errors import describe_validation_error
 
 KAFKA_ENV_PREFIX = "KAFKA_"
 
@@ -117,20 +120,18 @@ class Settings(BaseSettings):
         try:
             return cls(**overrides)
         except ValidationError as exc:
-            raise ConfigError(
-                describe_validation_error(exc, cls.model_config.get("env_prefix", ""))
-            ) from None
+            raise ConfigError(_invalid_configuration(exc, cls.model_config.get("env_prefix", ""))) from None
 
 
-def describe_validation_error(exc: ValidationError, env_prefix: str = "") -> str:
-    problems = []
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "settings"
-        variable = (env_prefix + field).upper()
+def _invalid_configuration(exc: ValidationError, env_prefix: str) -> str:
+    """`invalid configuration: VARIABLE: problem (got value)`; secrets and keys are not shown."""
+
+    def clause(field: str, error: ErrorDetails) -> str:
         value = error.get("input")
         shown = "" if value is None or "secret" in field or "key" in field else f" (got {value!r})"
-        problems.append(f"{variable}: {error['msg']}{shown}")
-    return "invalid configuration: " + "; ".join(problems)
+        return f"{(env_prefix + field).upper()}: {error['msg']}{shown}"
+
+    return "invalid configuration: " + describe_validation_error(exc, "settings", clause)
 
 
 class ServingSettings(Settings):

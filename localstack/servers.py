@@ -15,13 +15,13 @@ import signal
 import socket
 import ssl
 import subprocess
-import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import httpx
+
+from common.retry import Backoff, poll
 from localstack import provision
 from localstack.tls import Certificates, generate_certificates
 
@@ -63,13 +63,22 @@ def stop_process_group(pid: int, timeout: float = 30.0) -> None:
             os.killpg(pid, sig)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)  # reap our own child so it stops counting as alive
-            if not pid_alive(pid):
-                return
-            time.sleep(0.1)
+        if poll(lambda: _exited(pid), Backoff(0.1), wait):
+            return
+
+
+def _exited(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap our own child so it stops counting as alive
+    return not pid_alive(pid)
+
+
+def http_get(url: str, timeout: float, verify: ssl.SSLContext | bool = True) -> httpx.Response | None:
+    """The answer to a GET, whatever its status; None when nothing answers."""
+    try:
+        return httpx.get(url, timeout=timeout, verify=verify)
+    except httpx.HTTPError:
+        return None
 
 
 def write_private(path: Path, text: str) -> None:
@@ -126,24 +135,20 @@ class ManagedServer:
         self.wait_ready()
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if (
-                self.pid is None
-                or not pid_alive(self.pid)
-                or (self._process and self._process.poll() is not None)
-            ):
-                raise StackError(
-                    f"{self.name} exited during start-up; last lines of {self.log_path}:\n{self.log_tail()}"
-                )
-            if self.ready():
-                return
-            time.sleep(0.25)
+        if poll(self._ready_unless_exited, Backoff(0.25), self.start_timeout):
+            return
         self.stop()
         raise StackError(
             f"{self.name} was not ready after {self.start_timeout:.0f}s; "
             f"last lines of {self.log_path}:\n{self.log_tail()}"
         )
+
+    def _ready_unless_exited(self) -> bool:
+        if not self.running():
+            raise StackError(
+                f"{self.name} exited during start-up; last lines of {self.log_path}:\n{self.log_tail()}"
+            )
+        return self.ready()
 
     def running(self) -> bool:
         return (
@@ -412,14 +417,9 @@ class MinioServer(ManagedServer):
 
     def ready(self) -> bool:
         # /minio/health/live and /ready answer 200 before the object layer can serve.
-        context = ssl.create_default_context(cafile=str(self.tls.ca_file)) if self.tls else None
-        try:
-            with urllib.request.urlopen(
-                f"{self.url}/minio/health/cluster", timeout=2, context=context
-            ) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        verify = ssl.create_default_context(cafile=str(self.tls.ca_file)) if self.tls else True
+        response = http_get(f"{self.url}/minio/health/cluster", timeout=2, verify=verify)
+        return response is not None and response.status_code == 200
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from localstack.servers import HOST, ManagedServer, StackError, free_port
+from common.retry import Backoff, poll
+from localstack.servers import HOST, ManagedServer, StackError, free_port, http_get
 
 DEFAULT_MODEL_NAME = "recommender"
 
@@ -80,14 +78,12 @@ class TFServingProcess(ManagedServer):
 
     def model_status(self) -> tuple[int, dict] | None:
         """(HTTP status, JSON body) of `GET /v1/models/<name>`, or None when nothing answers."""
+        response = http_get(f"{self.rest_url}/v1/models/{self.model_name}", timeout=2)
+        if response is None:
+            return None
         try:
-            with urllib.request.urlopen(
-                f"{self.rest_url}/v1/models/{self.model_name}", timeout=2
-            ) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
-        except (urllib.error.URLError, OSError, ValueError):
+            return response.status_code, json.loads(response.content or b"{}")
+        except ValueError:
             return None
 
     def ready(self) -> bool:
@@ -174,13 +170,16 @@ class ServingInstance:
 
     def wait_available(self, version: int, timeout: float = 120.0) -> None:
         """Block until the server reports `version` AVAILABLE; StackError with the logs otherwise."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def available() -> bool:
             if version in self.available_versions():
-                return
+                return True
             if not self.server.running():
                 raise StackError(f"tfserving exited; last lines:\n{self.server.log_tail()}")
-            time.sleep(0.2)
+            return False
+
+        if poll(available, Backoff(0.2), timeout):
+            return
         raise StackError(
             f"version {version} of {self.model_name} not AVAILABLE on instance {self.instance} after "
             f"{timeout:.0f}s (available: {self.available_versions()});\nmodelsync log:\n"

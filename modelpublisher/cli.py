@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from common.errors import first_line
 from common.storage import ObjectStore, idle_instance
 from modelpublisher.publisher import (
     ModelPublisherSettings,
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # e.g. MinIO unreachable: still one line, still nothing changed
-        print(f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
         return 1
     print(f"published {update.model} version {update.version} on instance {update.instance} ({update.url})")
     return 0

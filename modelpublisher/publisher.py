@@ -37,7 +37,9 @@ import pyarrow.parquet as pq
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from pydantic import Field
 
+from common.errors import first_line
 from common.kafka import delivery_error, make_consumer, make_producer
+from common.retry import Backoff, poll
 from common.schemas import (
     Instance,
     ModelMetrics,
@@ -103,7 +105,7 @@ def read_export_metrics(store: ObjectStore, instance: Instance, version: int) ->
     try:
         return ModelMetrics.model_validate(metadata["metrics"])
     except ValueError as exc:
-        raise PublishError(f"invalid metrics in the export's metadata: {_one_line(exc)}") from None
+        raise PublishError(f"invalid metrics in the export's metadata: {first_line(exc, 300)}") from None
 
 
 def newest_complete_version(store: ObjectStore, instance: Instance) -> int:
@@ -120,31 +122,29 @@ def wait_available(client: httpx.Client, url: str, model: str, version: int, dea
     until the deadline; the error then says what the instance last answered.
     """
     endpoint = f"{url}/v1/models/{model}/versions/{version}"
-    deadline = time.monotonic() + deadline_seconds
-    delay, last = 0.2, "no answer yet"
-    while True:
+    last = "no answer yet"
+
+    def available() -> bool:
+        nonlocal last
         try:
             response = client.get(endpoint)
-            if response.status_code == 200:
-                states = response.json().get("model_version_status", [])
-                state = states[0].get("state") if states else "unknown"
-                if state == "AVAILABLE":
-                    return
-                last = f"state {state}"
-            elif response.status_code == 404 or response.status_code >= 500:
-                last = f"HTTP {response.status_code}: {_error_of(response)}"
-            else:
-                raise PublishError(f"{endpoint} answered HTTP {response.status_code}: {_error_of(response)}")
         except httpx.TransportError as exc:
-            last = f"{type(exc).__name__}: {_one_line(exc) or 'no detail'}"
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise PublishError(
-                f"{model} version {version} not AVAILABLE at {url} within {deadline_seconds:.0f}s "
-                f"(last: {last})"
-            )
-        time.sleep(min(delay, remaining))
-        delay = min(delay * 2, 5.0)
+            last = f"{type(exc).__name__}: {first_line(exc, 300) or 'no detail'}"
+            return False
+        if response.status_code == 200:
+            states = response.json().get("model_version_status", [])
+            state = states[0].get("state") if states else "unknown"
+            last = f"state {state}"
+            return state == "AVAILABLE"
+        if response.status_code == 404 or response.status_code >= 500:
+            last = f"HTTP {response.status_code}: {_error_of(response)}"
+            return False
+        raise PublishError(f"{endpoint} answered HTTP {response.status_code}: {_error_of(response)}")
+
+    if not poll(available, Backoff(0.2, cap=5.0), deadline_seconds):
+        raise PublishError(
+            f"{model} version {version} not AVAILABLE at {url} within {deadline_seconds:.0f}s (last: {last})"
+        )
 
 
 def canary_users(store: ObjectStore, metrics: ModelMetrics, count: int) -> list[str]:
@@ -174,7 +174,9 @@ def run_canary(client: httpx.Client, url: str, model: str, version: int, users: 
             },
         )
     except httpx.TransportError as exc:
-        raise PublishError(f"canary call to {url} failed: {type(exc).__name__}: {_one_line(exc)}") from None
+        raise PublishError(
+            f"canary call to {url} failed: {type(exc).__name__}: {first_line(exc, 300)}"
+        ) from None
     if response.status_code != 200:
         raise PublishError(f"canary got HTTP {response.status_code} from {url}: {_error_of(response)}")
     outputs = response.json().get("outputs")
@@ -420,8 +422,3 @@ def _error_of(response: httpx.Response) -> str:
         return str(response.json().get("error", response.text))[:300]
     except ValueError:
         return response.text[:300]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else ""

@@ -5,20 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import uvicorn
 from fastapi import Body, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from modelserver.processing import DeadLetter, Incoming, parse
-
-if TYPE_CHECKING:
-    from modelserver.loop import ModelServer
+from common.retry import Backoff, poll
+from modelserver.metrics import Metrics
+from modelserver.processing import DeadLetter, Incoming, Reply, Valid, parse
+from modelserver.routing import Route, Router
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +25,20 @@ log = logging.getLogger(__name__)
 STATUS_PAGE = (Path(__file__).parent / "status.html").read_text(encoding="utf-8")
 
 
-def build_app(server: ModelServer) -> FastAPI:
+class Server(Protocol):
+    """What the endpoints need of the model server (modelserver.loop.ModelServer)."""
+
+    router: Router
+    metrics: Metrics
+
+    def state(self) -> dict[str, Any]: ...
+
+    def answer(
+        self, batch: list[Valid], route: Route
+    ) -> tuple[list[tuple[Valid, Reply]], list[DeadLetter]]: ...
+
+
+def build_app(server: Server) -> FastAPI:
     app = FastAPI(title="recommender model server", docs_url=None, redoc_url=None)
 
     @app.get("/", response_class=HTMLResponse)
@@ -67,9 +79,7 @@ def build_app(server: ModelServer) -> FastAPI:
         route = server.router.current
         if route is None:
             return JSONResponse({"error": "no model known yet"}, status_code=503)
-        from modelserver.loop import answer
-
-        answered, dead = answer([item], route, server.settings.modelserver_serving_deadline_s, server.metrics)
+        answered, dead = server.answer([item], route)
         if dead:
             return JSONResponse({"error": dead[0].error, "error_kind": dead[0].kind.value}, status_code=502)
         return Response(answered[0][1].to_bytes(), media_type="application/json")
@@ -87,11 +97,10 @@ class HttpServer:
 
     def start(self, timeout: float = 15.0) -> None:
         self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the HTTP server did not start (is the port free?)")
-            time.sleep(0.05)
+        # Until it has started, or its thread has died (e.g. on a taken port): no use waiting longer.
+        poll(lambda: self.server.started or not self.thread.is_alive(), Backoff(0.05), timeout)
+        if not self.server.started:
+            raise RuntimeError("the HTTP server did not start (is the port free?)")
         log.info("HTTP on port %d: /healthz /readyz /state /metrics /recommend", self.port)
 
     @property

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from localstack.servers import HOST, ManagedServer, free_port
+from localstack.servers import HOST, ManagedServer, free_port, http_get
 
 
 class ModelServerProcess(ManagedServer):
@@ -35,13 +33,8 @@ class ModelServerProcess(ManagedServer):
 
     def get(self, path: str) -> tuple[int, bytes] | None:
         """(status, body) of a GET, or None when nothing answers."""
-        try:
-            with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-        except (urllib.error.URLError, OSError):
-            return None
+        response = http_get(f"{self.url}{path}", timeout=5)
+        return None if response is None else (response.status_code, response.content)
 
     def get_json(self, path: str) -> tuple[int, dict] | None:
         answer = self.get(path)

@@ -18,7 +18,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from common.errors import describe_exception
 from common.kafka import delivery_error, make_consumer, make_producer, refuses_record
+from modelserver.http import HttpServer, build_app
 from modelserver.metrics import Metrics
 from modelserver.processing import (
     DeadLetter,
@@ -27,7 +29,6 @@ from modelserver.processing import (
     Record,
     Reply,
     Valid,
-    describe_exception,
     first_offsets,
     next_offsets,
     parse,
@@ -113,8 +114,6 @@ class ModelServer:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        from modelserver.http import HttpServer, build_app
-
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop.set())
@@ -216,6 +215,10 @@ class ModelServer:
         for (topic, partition), offset in first_offsets(batch).items():
             consumer.seek(TopicPartition(topic, partition, offset))
 
+    def answer(self, batch: list[Valid], route: Route) -> tuple[list[tuple[Valid, Reply]], list[DeadLetter]]:
+        """`answer` with this server's deadline and metrics: for the Kafka batches and /recommend alike."""
+        return answer(batch, route, self.settings.modelserver_serving_deadline_s, self.metrics)
+
     def process(self, batch: list[Incoming], route: Route, consumer: Consumer, producer: Producer) -> None:
         self.metrics.observe_batch(len(batch))
         limit = self.settings.modelserver_max_request_bytes
@@ -223,7 +226,7 @@ class ModelServer:
         dead: list[DeadLetter] = []
         for item in (parse(message, limit) for message in batch):
             (valid if isinstance(item, Valid) else dead).append(item)
-        answered, failed = answer(valid, route, self.settings.modelserver_serving_deadline_s, self.metrics)
+        answered, failed = self.answer(valid, route)
         dead.extend(failed)
         pending = [
             Outgoing(

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import ValidationError
 from pydantic_core import from_json, to_json
 
+from common.errors import describe_exception, describe_validation_error
 from common.schemas import (
     MAX_ID_LENGTH,
     MAX_K,
@@ -120,21 +121,6 @@ class Valid:
     request: RecommendationRequest
 
 
-def describe(exc: ValidationError) -> str:
-    """`k: Input should be less than or equal to 100`; one clause per problem."""
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "request"
-        parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)
-
-
-def describe_exception(exc: BaseException) -> str:
-    """`TypeError: first line of the message`, for reasons that must stay one line."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
 def _reject_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
     document: dict = {}
     for key, value in pairs:
@@ -188,7 +174,7 @@ def _parse(message: Incoming, max_request_bytes: int) -> Valid | DeadLetter:
     try:
         return Valid(message, RecommendationRequest.model_validate(document))
     except ValidationError as exc:
-        return DeadLetter(message, ErrorKind.INVALID_REQUEST, describe(exc))
+        return DeadLetter(message, ErrorKind.INVALID_REQUEST, describe_validation_error(exc, "request"))
 
 
 @dataclass

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from common.retry import Backoff, poll
 from common.schemas import ModelRef, ModelUpdate
 from modelserver.serving import ServingClient
 
@@ -88,12 +89,4 @@ def check_answers(
     stop: threading.Event | None = None,
 ) -> bool:
     """Poll the instance until it reports the version AVAILABLE, with backoff, within the deadline."""
-    give_up = clock() + deadline_s
-    delay = 0.1
-    while True:
-        if client.available():
-            return True
-        if clock() >= give_up or (stop is not None and stop.is_set()):
-            return False
-        sleep(min(delay, max(0.0, give_up - clock())))
-        delay = min(delay * 2, 2.0)
+    return poll(client.available, Backoff(0.1, cap=2.0), deadline_s, cancel=stop, sleep=sleep, clock=clock)

@@ -6,7 +6,6 @@ version, and the model-status call used to check that an instance answers before
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
@@ -14,6 +13,7 @@ from typing import Protocol, TypeVar
 import httpx
 import numpy as np
 
+from common.retry import Backoff, retry
 from common.schemas import ModelUpdate
 
 T = TypeVar("T")
@@ -171,20 +171,17 @@ def client_for(update: ModelUpdate, protocol: str, timeout: float) -> ServingCli
 def with_retries(
     call: Callable[[], T],
     deadline_s: float,
-    on_retry: Callable[[ServingError], None] = lambda error: None,
+    on_retry: Callable[[BaseException], None] = lambda error: None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> T:
     """Run `call`, retrying retryable failures with jittered exponential backoff until the deadline."""
-    give_up = clock() + deadline_s
-    delay = 0.05
-    while True:
-        try:
-            return call()
-        except ServingError as error:
-            remaining = give_up - clock()
-            if not error.retryable or remaining <= 0:
-                raise
-            on_retry(error)
-            sleep(min(remaining, delay * random.uniform(0.5, 1.0)))
-            delay = min(delay * 2, 2.0)
+    return retry(
+        call,
+        Backoff(0.05, cap=2.0, jitter=True),  # jitter: replicas that failed together spread out
+        deadline_s,
+        retryable=lambda error: isinstance(error, ServingError) and error.retryable,
+        on_retry=on_retry,
+        sleep=sleep,
+        clock=clock,
+    )

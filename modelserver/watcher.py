@@ -10,10 +10,10 @@ import uuid
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from pydantic import ValidationError
 
+from common.errors import describe_exception, describe_validation_error
 from common.kafka import make_consumer
 from common.schemas import ModelUpdate
 from modelserver.metrics import Metrics
-from modelserver.processing import describe, describe_exception
 from modelserver.routing import Route, Router, check_answers
 from modelserver.serving import client_for
 from modelserver.settings import ModelServerSettings
@@ -141,7 +141,7 @@ class ModelWatcher(threading.Thread):
         try:
             update = ModelUpdate.model_validate_json(value)
         except ValidationError as exc:
-            self._reject(message.offset(), "invalid", describe(exc))
+            self._reject(message.offset(), "invalid", describe_validation_error(exc, "request"))
             return
         if update.model == self.settings.model_name:
             self.latest = update

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from pydantic import Field
 
+from common.errors import describe_exception
+from common.retry import Backoff, retry
 from common.schemas import Instance
 from common.settings import ServingSettings
 from common.storage import COMPLETION_MARKER, ObjectStore, model_version_prefix
@@ -99,27 +101,32 @@ class ModelSync:
     def run(self, stop: threading.Event, poll_seconds: float, max_backoff: float) -> None:
         """Sync until `stop` is set; on failure back off exponentially, logging each state change once."""
         reachable: bool | None = None
-        delay = poll_seconds
+
+        def unreachable(exc: BaseException) -> None:
+            nonlocal reachable
+            if reachable is not False:
+                log.warning(
+                    "MinIO unreachable (%s); retrying with backoff up to %.0fs",
+                    describe_exception(exc, 200),
+                    max_backoff,
+                )
+            reachable = False
+
         while not stop.is_set():
             try:
-                self.sync_once()
-            except Exception as exc:
-                if reachable is not False:
-                    log.warning(
-                        "MinIO unreachable (%s); retrying with backoff up to %.0fs", _reason(exc), max_backoff
-                    )
-                reachable = False
-                delay = min(max(delay, poll_seconds) * 2, max_backoff)
-            else:
-                if reachable is False:
-                    log.info("MinIO reachable again")
-                elif reachable is None:
-                    log.info("watching %s in bucket %s", f"models/{self.instance}/", self.store.bucket)
-                reachable = True
-                delay = poll_seconds
-            stop.wait(delay)
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+                # Failures wait twice the poll interval, then twice as long each time, up to max_backoff.
+                retry(
+                    self.sync_once,
+                    Backoff(2 * poll_seconds, cap=max_backoff),
+                    cancel=stop,
+                    on_retry=unreachable,
+                    sleep=stop.wait,
+                )
+            except Exception:
+                return  # stopped while MinIO was unreachable
+            if reachable is False:
+                log.info("MinIO reachable again")
+            elif reachable is None:
+                log.info("watching %s in bucket %s", f"models/{self.instance}/", self.store.bucket)
+            reachable = True
+            stop.wait(poll_seconds)

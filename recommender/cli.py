@@ -15,6 +15,7 @@ import urllib3
 from confluent_kafka import KafkaError, KafkaException
 from minio.error import MinioException
 
+from common.errors import first_line
 from common.settings import ConfigError
 
 # Modules that contribute subcommands, in the order --help lists them.
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except (MinioException, urllib3.exceptions.HTTPError) as exc:
         # Storage down or refusing: one line naming it, not a traceback. Nothing half-written is
         # ever visible (pointers are single PUTs, model versions need their completion marker).
-        print(f"error: object storage failed: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        print(f"error: object storage failed: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
         return 1
     except KafkaException as exc:
         # E.g. a refused SASL login or an untrusted broker certificate: librdkafka retries until the

@@ -19,10 +19,11 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
+from common.retry import Backoff, poll
 from datapublisher.generate import PRESETS
+from localstack.servers import http_get
 
 MISSING_HINTS = {
     "java": "Java 17+ runs Apache Kafka (apt-get install openjdk-17-jre-headless)",
@@ -75,11 +76,8 @@ def _say(message: str) -> None:
 
 
 def _state(url: str) -> dict:
-    try:
-        with urllib.request.urlopen(f"{url}/state", timeout=2) as response:
-            return json.loads(response.read())
-    except OSError:
-        return {}
+    response = http_get(f"{url}/state", timeout=2)
+    return response.json() if response is not None and response.is_success else {}
 
 
 class PipelineRuns:
@@ -205,14 +203,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _wait_ready(server, stop: threading.Event, timeout: float = 180.0) -> bool:
     """Block until the model server has switched to the published model (/readyz answers 200)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not stop.is_set():
+
+    def ready() -> dict | None:
         answer = server.get_json("/readyz")
-        if answer is not None and answer[0] == 200:
-            _say(f"model server serving instance {answer[1]['instance']} version {answer[1]['version']}")
-            return True
-        time.sleep(0.5)
-    return False
+        return answer[1] if answer is not None and answer[0] == 200 else None
+
+    route = poll(ready, Backoff(0.5), timeout, cancel=stop)
+    if route is not None:
+        _say(f"model server serving instance {route['instance']} version {route['version']}")
+    return route is not None
 
 
 def _describe(recent: dict) -> str:

@@ -24,6 +24,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from common.errors import first_line
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -32,7 +34,7 @@ DEFAULT_SIGNATURE = "serving_default"
 START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
 
 
-class ServingError(Exception):
+class TFServingStatusError(Exception):
     """A request error carrying TF-Serving's canonical code name (NOT_FOUND, INVALID_ARGUMENT...)."""
 
     def __init__(self, code: str, message: str) -> None:
@@ -41,12 +43,12 @@ class ServingError(Exception):
         self.message = message
 
 
-def not_found(message: str) -> ServingError:
-    return ServingError("NOT_FOUND", message)
+def not_found(message: str) -> TFServingStatusError:
+    return TFServingStatusError("NOT_FOUND", message)
 
 
-def invalid(message: str) -> ServingError:
-    return ServingError("INVALID_ARGUMENT", message)
+def invalid(message: str) -> TFServingStatusError:
+    return TFServingStatusError("INVALID_ARGUMENT", message)
 
 
 @dataclass
@@ -120,11 +122,6 @@ def _error_text(exc: BaseException) -> str:
     return (useful or lines or [type(exc).__name__])[0]
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
 def load_version(version_dir: Path, version: int) -> LoadedVersion:
     """The `serve` meta graph in its own session, through the TF1 loader TF-Serving's C++ mirrors."""
     graph = tf.Graph()
@@ -149,7 +146,7 @@ def _warm_up(loaded: LoadedVersion) -> None:
         try:
             loaded.run(name, inputs)
         except Exception as exc:  # a signature that rejects dummy input is still servable
-            log.debug("warm-up of %s skipped: %s", name, _first_line(exc))
+            log.debug("warm-up of %s skipped: %s", name, first_line(exc) or type(exc).__name__)
 
 
 @dataclass
@@ -221,9 +218,10 @@ class ModelManager:
         try:
             loaded = load_version(self.base_path / str(newest), newest)
         except Exception as exc:
+            reason = first_line(exc) or type(exc).__name__
             with self._lock:
-                self._states[newest] = VersionState(END, _first_line(exc))
-            log.error("failed to load %s version %d: %s", self.model_name, newest, _first_line(exc))
+                self._states[newest] = VersionState(END, reason)
+            log.error("failed to load %s version %d: %s", self.model_name, newest, reason)
             return
         # TensorFlow and a loaded model leave ~360k objects to Python's cyclic GC, whose full
         # collections then stopped every request for ~200 ms; frozen, they are never scanned.

@@ -23,7 +23,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from tfserving.core import ModelManager, ServingError, invalid
+from common.errors import first_line
+from tfserving.core import ModelManager, TFServingStatusError, invalid
 from tfserving.protocol import (
     metadata_response,
     parse_predict_body,
@@ -69,17 +70,19 @@ class RestApi:
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
         try:
             return 200, self._dispatch(method, path.split("?", 1)[0], body)
-        except ServingError as exc:
+        except TFServingStatusError as exc:
             return HTTP_CODES.get(exc.code, 500), {"error": exc.message}
         except Exception as exc:  # an unexpected failure is INTERNAL, as in TF-Serving
             log.exception("request %s %s failed", method, path)
-            return 500, {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+            return 500, {"error": first_line(exc) or type(exc).__name__}
 
     def _dispatch(self, method: str, path: str, body: bytes) -> dict:
         if method == "POST" and (match := PREDICT_PATH.fullmatch(path)):
             name, version, verb = match.group(1), match.group(2), match.group(3).lower()
             if verb != "predict":
-                raise ServingError("UNIMPLEMENTED", f"{verb} is not supported by this stand-in server")
+                raise TFServingStatusError(
+                    "UNIMPLEMENTED", f"{verb} is not supported by this stand-in server"
+                )
             return self._predict(name, int(version) if version else None, body)
         if method == "GET" and (match := STATUS_PATH.fullmatch(path)):
             name, version, metadata = match.groups()
@@ -142,7 +145,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             signature_name = spec.signature_name or "serving_default"
             inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
             outputs = loaded.run(signature_name, inputs, list(request.output_filter) or None)
-        except ServingError as exc:
+        except TFServingStatusError as exc:
             context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = spec.name
@@ -158,7 +161,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             if list(request.metadata_field) != ["signature_def"]:
                 raise invalid("Metadata field signature_def must be the only one requested")
             loaded = self.manager.resolve(spec.name, spec.version.value if spec.HasField("version") else None)
-        except ServingError as exc:
+        except TFServingStatusError as exc:
             context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
         return metadata_response(spec.name, loaded)
 
@@ -173,7 +176,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                 raise invalid("Missing ModelSpec")
             spec = request.model_spec
             states = self.manager.status(spec.name, spec.version.value if spec.HasField("version") else None)
-        except ServingError as exc:
+        except TFServingStatusError as exc:
             context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
         return status_response(states)
 
