@@ -82,9 +82,16 @@ class ObjectStore:
         return cls(make_client(settings), settings.minio_bucket)
 
     def ensure_bucket(self) -> None:
-        if not self.client.bucket_exists(self.bucket):
+        if self.client.bucket_exists(self.bucket):
+            return
+        try:
             self.client.make_bucket(self.bucket)
-            log.info("created bucket %s", self.bucket)
+        except S3Error as exc:
+            # Another process (an init container, a bootstrap Job) created it since we looked.
+            if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                raise
+            return
+        log.info("created bucket %s", self.bucket)
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)

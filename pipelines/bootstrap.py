@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from minio.error import S3Error
-
 from common.kafka import ensure_topics
 from common.schemas import ServingRecord, SnapshotPointer, other_instance
 from common.storage import (
@@ -121,12 +119,7 @@ def _check_same_target(settings: PipelineSettings, params: dict[str, Any]) -> No
 def _init(store: ObjectStore) -> None:
     """What `recommender init` does (idempotent); the model server's init container may run it too."""
     settings = InitSettings.load()
-    try:
-        store.ensure_bucket()
-    except S3Error as exc:
-        # The init container created it between our look and our create.
-        if exc.code != "BucketAlreadyOwnedByYou":
-            raise
+    store.ensure_bucket()
     created = ensure_topics(settings, settings.topic_partitions, settings.topic_replication_factor)
     say(f"bucket {store.bucket} ready; topics created: {', '.join(created) or 'none (all existed)'}")
 
