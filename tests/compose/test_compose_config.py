@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import socket
@@ -12,7 +13,7 @@ import pytest
 
 from modelsync.sync import TMP_PREFIX
 from tests.compose.conftest import REPO, TEST_ENV, run_compose
-from tests.deploy.settings_names import known_setting, setting_names
+from tests.deploy.settings_names import misplaced, recommender_command
 
 COMPONENTS = {
     "init",
@@ -205,8 +206,36 @@ def test_no_secret_is_committed() -> None:
     assert ".env" in (REPO / ".gitignore").read_text().split()
 
 
+def _misplaced_variables(config: dict) -> list[str]:
+    """Variables a project-image service sets that its own `recommender <command>` never reads."""
+    services = config["services"]
+    built = {name for name, service in services.items() if "build" in service}
+    assert built == COMPONENTS  # every component runs the project image, and only they do
+    return misplaced(
+        {
+            name: (
+                recommender_command(services[name].get("entrypoint"), services[name].get("command")),
+                services[name].get("environment", {}),
+            )
+            for name in sorted(built)
+        }
+    )
+
+
 def test_component_variables_are_real_settings(config: dict) -> None:
-    names = setting_names()
     for name in COMPONENTS:
-        unknown = [v for v in config["services"][name]["environment"] if not known_setting(v, names)]
-        assert not unknown, f"{name} sets variables no settings class reads: {unknown}"
+        assert recommender_command(None, config["services"][name]["command"]), name
+    problems = _misplaced_variables(config)
+    assert not problems, "\n".join(problems)
+
+
+def test_a_variable_on_the_wrong_service_is_caught(config: dict) -> None:
+    planted = copy.deepcopy(config)
+    # The model server's setting on the model-sync sidecar, which never reads it.
+    planted["services"]["serving-a-sync"]["environment"]["MODELSERVER_MAX_BATCH"] = "5"
+    # A Kafka property on a service that never talks to Kafka.
+    planted["services"]["datapublisher"]["environment"]["KAFKA_SASL_PASSWORD"] = "x"
+    assert _misplaced_variables(planted) == [
+        "datapublisher (recommender datapublisher) sets variables it never reads: ['KAFKA_SASL_PASSWORD']",
+        "serving-a-sync (recommender modelsync) sets variables it never reads: ['MODELSERVER_MAX_BATCH']",
+    ]

@@ -24,7 +24,7 @@ from tests.deploy.conftest import (
     pod_spec,
     run_helm,
 )
-from tests.deploy.settings_names import known_setting, setting_names
+from tests.deploy.settings_names import misplaced, recommender_command, unread
 
 STANDARD_LABELS = {
     "app.kubernetes.io/name",
@@ -331,20 +331,73 @@ def test_schema_rejects_bad_values(helm: Path, setting: str, complaint: str) -> 
     assert complaint in result.stderr
 
 
-def test_every_variable_the_chart_sets_is_a_real_setting(default: list[dict], full: list[dict]) -> None:
-    names = setting_names()
-    set_by_chart: set[str] = set()
-    for manifest in default + full:
-        # The pipeline's ConfigMap holds pipeline parameters, not settings (test_pipeline_release.py).
-        if manifest["kind"] == "ConfigMap" and not manifest["metadata"]["name"].endswith("-pipeline"):
-            set_by_chart |= manifest["data"].keys()
-        if manifest["kind"] in {"Deployment", "Job", "CronJob", "Pod"}:
-            spec = pod_spec(manifest)
-            for item in spec["containers"] + spec.get("initContainers", []):
-                if item["name"] != "tensorflow-serving":
-                    set_by_chart |= env_of(item).keys()
-    unknown = sorted(name for name in set_by_chart if not known_setting(name, names))
-    assert not unknown, f"not read by any settings class: {unknown}"
+WORKLOADS = {"Deployment", "Job", "CronJob", "Pod"}
+
+
+def _misplaced_variables(manifests: list[dict]) -> tuple[list[str], set[str]]:
+    """Variables set where no command that gets them reads them, and the ConfigMaps checked.
+
+    A container's own `env` is checked against its `recommender <command>`; a ConfigMap loaded with
+    `envFrom` against the commands of all the containers that load it (each key must be read by
+    one of them). Containers that do not run `recommender` (TF-Serving, the client's wait) are not.
+    """
+    environments: dict[str, tuple[str | None, list[str]]] = {}
+    consumers: dict[str, set[str]] = {}
+    for manifest in manifests:
+        if manifest["kind"] not in WORKLOADS:
+            continue
+        spec = pod_spec(manifest)
+        for item in spec["containers"] + spec.get("initContainers", []):
+            command = recommender_command(item.get("command"), item.get("args"))
+            where = f"{manifest['kind']}/{manifest['metadata']['name']}/{item['name']}"
+            environments[where] = (command, list(env_of(item)))
+            for source in item.get("envFrom", []):
+                assert "configMapRef" in source, (where, source)  # no Secret loaded whole
+                if command is not None:
+                    consumers.setdefault(source["configMapRef"]["name"], set()).add(command)
+    problems = misplaced(environments)
+    configmaps = {m["metadata"]["name"]: m.get("data", {}) for m in manifests if m["kind"] == "ConfigMap"}
+    for name, commands in sorted(consumers.items()):
+        if wrong := unread(configmaps[name], commands):
+            problems.append(
+                f"ConfigMap/{name} (loaded by {sorted(commands)}) holds variables none reads: {wrong}"
+            )
+    return problems, set(consumers)
+
+
+@pytest.mark.parametrize("values", ["default", "full", "keda"])
+def test_every_variable_the_chart_sets_is_a_real_setting(
+    request: pytest.FixtureRequest, values: str, render: Renderer
+) -> None:
+    manifests = render(*KEDA_VALUES) if values == "keda" else request.getfixturevalue(values)
+    problems, checked = _misplaced_variables(manifests)
+    assert not problems, "\n".join(problems)
+    # The shared settings ConfigMap is checked; the pipeline's (parameters, mounted as files) is not.
+    fullname = "recsys" if values != "default" else "rel-streaming-recommender"
+    assert checked == {fullname}
+
+
+def test_a_variable_on_the_wrong_container_is_caught(render: Renderer) -> None:
+    manifests = render(*REQUIRED_SET, "--set", "serving.modelsync.env.MODELSERVER_MAX_BATCH=5")
+    problems, _ = _misplaced_variables(manifests)
+    assert problems == [
+        f"Deployment/rel-streaming-recommender-serving-{instance}/modelsync (recommender modelsync) "
+        "sets variables it never reads: ['MODELSERVER_MAX_BATCH']"
+        for instance in ("a", "b")
+    ]
+
+
+def test_a_shared_setting_needs_a_consumer_that_reads_it(render: Renderer) -> None:
+    # SNAPSHOTS_KEEP is the data publisher's: unread while its CronJob is off, fine once it is on.
+    planted = ["--set", "extraConfig.SNAPSHOTS_KEEP=5"]
+    problems, _ = _misplaced_variables(render(*REQUIRED_SET, *planted))
+    [problem] = problems
+    assert problem.startswith(
+        "ConfigMap/rel-streaming-recommender (loaded by ['client', 'init', 'modelserver', "
+    )
+    assert problem.endswith("holds variables none reads: ['SNAPSHOTS_KEEP']")
+    enabled = render(*REQUIRED_SET, *planted, "--set", "datapublisher.enabled=true")
+    assert _misplaced_variables(enabled) == ([], {"rel-streaming-recommender"})
 
 
 def test_the_image_is_the_repository_set_at_the_app_version(default: list[dict]) -> None:

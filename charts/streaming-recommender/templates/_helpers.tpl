@@ -138,8 +138,9 @@ nothing could run; configmap.yaml includes it, so every render stops with all th
 
 {{- define "sr.kafkaCaMountPath" -}}/etc/recommender/kafka-ca{{- end -}}
 
-{{/* Environment of every component container: the ConfigMap, the MinIO keys, Kafka secrets. */}}
-{{- define "sr.env" -}}
+{{/* The MinIO keys: the whole secret environment of the components that never talk to Kafka
+(the model-sync sidecars, the data publisher). */}}
+{{- define "sr.minioEnv" -}}
 - name: MINIO_ACCESS_KEY
   valueFrom:
     secretKeyRef:
@@ -150,6 +151,11 @@ nothing could run; configmap.yaml includes it, so every render stops with all th
     secretKeyRef:
       name: {{ include "sr.minioSecretName" . }}
       key: {{ include "sr.minioSecretSecretKeyKey" . }}
+{{- end -}}
+
+{{/* Secret environment of the components that use Kafka: the MinIO keys and the Kafka secrets. */}}
+{{- define "sr.env" -}}
+{{ include "sr.minioEnv" . }}
 {{- range .Values.kafka.secretConfig }}
 - name: {{ printf "KAFKA_%s" (.property | replace "." "_" | upper) }}
   valueFrom:
