@@ -21,13 +21,13 @@ lint: install
 # Provisions Kafka and MinIO into ~/.cache/streaming-recommender on the first run.
 # pytest's exit code 5 (no tests collected, e.g. a -k filter that matches nothing) is not a failure.
 test: lint
-	$(BIN)/recommender stack provision
+	$(BIN)/recommender-local stack provision
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
 
 # The whole system locally: stack, data, pipeline, serving, model server, load, swaps. Ctrl-C stops it.
 demo: install
-	$(BIN)/recommender demo $(DEMO_ARGS)
+	$(BIN)/recommender-local demo $(DEMO_ARGS)
 
 # Benchmarks on the local real stack (not part of `make test`): bench/results/*.json, plots, summary.md.
 # implicit (ALS, for the quality comparison) is a bench-only dependency, kept out of requirements.lock.
@@ -45,10 +45,10 @@ image:
 	else echo "make image needs docker, or podman's buildah (apt-get install buildah podman)" >&2; exit 1; fi
 
 stack-up: install
-	$(BIN)/recommender stack up
+	$(BIN)/recommender-local stack up
 
 stack-down: install
-	$(BIN)/recommender stack down
+	$(BIN)/recommender-local stack down
 
 lock:
 	rm -rf /tmp/recommender-lock && $(PYTHON) -m venv /tmp/recommender-lock

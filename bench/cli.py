@@ -42,10 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from common.settings import Settings
     from common.storage import ObjectStore
     from datapublisher.generate import PRESETS
-    from localstack import Stack, provision
-    from localstack.serving import ServingInstance
+    from local.modelserver import ModelServerProcess
+    from local.stack import Stack, provision
+    from local.stack.serving import ServingInstance
     from modelpublisher.publisher import ModelPublisherSettings, publish, read_export_metrics
-    from modelserver.local import ModelServerProcess
 
     started = time.monotonic()
     out: Path = args.out

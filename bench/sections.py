@@ -117,7 +117,7 @@ def run_pipeline(params: dict[str, object], env: dict[str, str], log_path: Path,
 def quality(store: ObjectStore, version: int, say: Say) -> dict:
     """HR@10 / NDCG@10 on the trainer's leave-one-out split of the current snapshot: the Keras
     model (figures of its export, same split), popularity and implicit ALS, with training times."""
-    from datapublisher.snapshots import read_current_snapshot
+    from common.snapshots import read_current_snapshot
     from trainer.data import build_interactions
     from trainer.evaluate import held_out_ranks, hit_rate_and_ndcg, popularity_scores
 
@@ -384,7 +384,7 @@ def swaps_under_load(
 
 def products_file(store: ObjectStore, directory: Path) -> Path:
     """Every product of the current snapshot, for the baseline's one-row-per-product calls."""
-    from datapublisher.snapshots import read_current_snapshot
+    from common.snapshots import read_current_snapshot
 
     products = sorted(read_current_snapshot(store).purchases["product"].astype(str).unique().tolist())
     path = directory / "products.json"

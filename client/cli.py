@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from pydantic import ValidationError
 
 from client.core import ClientError, Progress, recommend, run_load, snapshot_users
 from client.settings import ClientSettings
+from common.progress import ProgressLine
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -92,32 +92,25 @@ def _load(settings: ClientSettings, args: argparse.Namespace) -> int:
         f"with {len(users)} users from the current snapshot",
         file=sys.stderr,
     )
-    tty = sys.stderr.isatty()
-    last_line = [0.0]
-
-    def show(p: Progress) -> None:
-        line = (
-            f"{'draining' if p.draining else 'sending'} {p.elapsed_s:6.1f}s  sent {p.sent}  "
-            f"answered {p.answered}  dlq {p.dlq}  dup {p.duplicates}  "
-            f"({p.sent / max(p.elapsed_s, 1e-9):.0f}/s)"
+    # No total: a terminal gets a live line, logs a line every 5 s, not a flood.
+    with ProgressLine("load", every_s=5.0) as line:
+        report = run_load(
+            settings,
+            users,
+            duration_s=args.duration,
+            rate=rate,
+            k=args.k,
+            drain_s=settings.client_drain_s if args.drain is None else args.drain,
+            progress=lambda p: line.update(p.elapsed_s, _describe(p)),
+            seed=args.seed,
         )
-        if tty:
-            print(f"\r{line}\033[K", end="", file=sys.stderr, flush=True)
-        elif time.monotonic() - last_line[0] >= 5:  # logs get a line every 5 s, not a flood
-            last_line[0] = time.monotonic()
-            print(line, file=sys.stderr, flush=True)
-
-    report = run_load(
-        settings,
-        users,
-        duration_s=args.duration,
-        rate=rate,
-        k=args.k,
-        drain_s=settings.client_drain_s if args.drain is None else args.drain,
-        progress=show,
-        seed=args.seed,
-    )
-    if tty:
-        print(file=sys.stderr)
     print(report.summary())
     return 1 if report.unanswered else 0
+
+
+def _describe(p: Progress) -> str:
+    return (
+        f"{'draining' if p.draining else 'sending'} {p.elapsed_s:6.1f}s  sent {p.sent}  "
+        f"answered {p.answered}  dlq {p.dlq}  dup {p.duplicates}  "
+        f"({p.sent / max(p.elapsed_s, 1e-9):.0f}/s)"
+    )

@@ -18,16 +18,15 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from confluent_kafka import Consumer, Producer, TopicPartition
 from pydantic import ValidationError
 from pydantic_core import from_json
 
 from common.kafka import make_consumer, make_producer
-from common.schemas import DeadLetterHeaders, RecommendationReply, RecommendationRequest, SnapshotPointer
+from common.schemas import DeadLetterHeaders, RecommendationReply, RecommendationRequest
 from common.settings import Settings
-from common.storage import CURRENT_SNAPSHOT, ObjectStore
+from common.snapshots import current_pointer, read_purchases
+from common.storage import ObjectStore
 
 
 class ClientError(RuntimeError):
@@ -37,14 +36,13 @@ class ClientError(RuntimeError):
 def snapshot_users(settings: Settings) -> list[str]:
     """The distinct users of the current snapshot, as the ids the model holds (text)."""
     store = ObjectStore.from_settings(settings)
-    pointer = store.get_model(CURRENT_SNAPSHOT, SnapshotPointer)
+    pointer = current_pointer(store)
     if pointer is None:
         raise ClientError("no current snapshot: run `recommender datapublisher publish` first")
-    data = store.get_bytes(pointer.path)
-    if data is None:
+    purchases = read_purchases(store, pointer.path, columns=["user"])
+    if purchases is None:
         raise ClientError(f"the current snapshot's file {pointer.path} is missing")
-    users = pq.read_table(pa.BufferReader(data), columns=["user"]).column("user").to_pandas()
-    return sorted(pd.unique(users.astype(str)).tolist())
+    return sorted(pd.unique(purchases["user"].astype(str)).tolist())
 
 
 @dataclass

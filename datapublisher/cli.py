@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import Field
 
+from common.progress import ProgressLine
 from common.settings import Settings
 from common.storage import ObjectStore
 from datapublisher.generate import PRESETS, generate_purchases
@@ -89,40 +90,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def _progress(what: str):
-    def report(done: int, position: int, total: int) -> None:
-        percent = 100.0 * position / total if total else 100.0
-        print(f"\r{what}: {done:,} rows ({percent:5.1f}%)", end="", file=sys.stderr, flush=True)
-        if position >= total:
-            print(file=sys.stderr)
-
-    return report
-
-
-def _generate_progress(done: int, total: int) -> None:
-    print(f"\rgenerating: {done:,}/{total:,} users", end="", file=sys.stderr, flush=True)
-    if done >= total:
-        print(file=sys.stderr)
-
-
 def _load(args: argparse.Namespace) -> tuple[pd.DataFrame, ImportReport | None]:
     if args.generate:
         preset = PRESETS[args.preset]
         users = args.users or preset.users
         products = args.products or preset.products
         purchases = args.purchases or preset.purchases
-        frame = generate_purchases(users, products, purchases, args.seed, progress=_generate_progress)
+        with ProgressLine("generating") as line:
+            frame = generate_purchases(
+                users,
+                products,
+                purchases,
+                args.seed,
+                progress=lambda done, total: line.update(done, f"{done:,}/{total:,} users", total),
+            )
         return frame, None
     columns = ColumnMap(args.user_column, args.product_column, args.quantity_column, args.timestamp_column)
     path: Path = args.csv or args.parquet or args.lightbend
     if not path.is_file():
         raise ImportRefused(f"{path}: no such file")
-    progress = _progress(f"reading {path.name}")
-    if args.csv:
-        return import_csv(path, columns, args.max_bad_rows_shown, progress)
-    if args.parquet:
-        return import_parquet(path, columns, args.max_bad_rows_shown, progress)
-    return import_lightbend(path, args.max_bad_rows_shown, progress)
+    with ProgressLine(f"reading {path.name}") as line:
+
+        def progress(done: int, position: int, total: int) -> None:
+            line.update(position, f"{done:,} rows", total)
+
+        if args.csv:
+            return import_csv(path, columns, args.max_bad_rows_shown, progress)
+        if args.parquet:
+            return import_parquet(path, columns, args.max_bad_rows_shown, progress)
+        return import_lightbend(path, args.max_bad_rows_shown, progress)
 
 
 def run(args: argparse.Namespace) -> int:

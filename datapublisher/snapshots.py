@@ -1,8 +1,8 @@
-"""Snapshots in MinIO: publish one, move `data/current.json` to it, prune old ones, read the current one.
+"""Snapshots in MinIO: publish one, move `data/current.json` to it, prune old ones.
 
 The pointer is written only after the snapshot's Parquet file is uploaded and verified, with
-one PUT, so a reader sees either the previous snapshot or the complete new one. The trainer
-reads the data through `read_current_snapshot`, the one place that follows the pointer.
+one PUT, so a reader sees either the previous snapshot or the complete new one. Readers follow
+the pointer through `common.snapshots`, the one place that does.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import io
 import logging
 import secrets
 import time
-from dataclasses import dataclass
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from common.schemas import SnapshotPointer, now_ms
+from common.snapshots import current_pointer
 from common.storage import (
     CURRENT_SNAPSHOT,
     PURCHASES_FILE,
@@ -36,17 +36,6 @@ SNAPSHOT_SCHEMA = pa.schema(
         ("timestamp", pa.int64()),
     ]
 )
-NO_SNAPSHOT = "no current snapshot: run recommender datapublisher publish first"
-
-
-class NoSnapshotError(Exception):
-    """`data/current.json` does not exist (or points at nothing)."""
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    pointer: SnapshotPointer
-    purchases: pd.DataFrame
 
 
 def new_snapshot_id() -> str:
@@ -109,7 +98,7 @@ def prune_snapshots(store: ObjectStore, keep: int) -> list[str]:
         snapshot_id = obj.object_name[len(SNAPSHOTS_PREFIX) :].split("/", 1)[0]
         stamp = obj.last_modified.timestamp() if obj.last_modified else 0.0
         newest[snapshot_id] = max(newest.get(snapshot_id, 0.0), stamp)
-    current = store.get_model(CURRENT_SNAPSHOT, SnapshotPointer)
+    current = current_pointer(store)
     ordered = sorted(newest, key=lambda sid: (newest[sid], sid), reverse=True)
     deleted = []
     for snapshot_id in ordered[keep:]:
@@ -120,17 +109,3 @@ def prune_snapshots(store: ObjectStore, keep: int) -> list[str]:
     if deleted:
         log.info("deleted %d old snapshot(s): %s", len(deleted), ", ".join(deleted))
     return deleted
-
-
-def read_current_snapshot(store: ObjectStore) -> Snapshot:
-    """The snapshot `data/current.json` points at; `NoSnapshotError` when there is none."""
-    if not store.client.bucket_exists(store.bucket):
-        raise NoSnapshotError(NO_SNAPSHOT)
-    pointer = store.get_model(CURRENT_SNAPSHOT, SnapshotPointer)
-    if pointer is None:
-        raise NoSnapshotError(NO_SNAPSHOT)
-    data = store.get_bytes(pointer.path)
-    if data is None:
-        raise NoSnapshotError(f"{NO_SNAPSHOT} (data/current.json points at missing {pointer.path})")
-    purchases = pq.read_table(io.BytesIO(data)).to_pandas()
-    return Snapshot(pointer=pointer, purchases=purchases)

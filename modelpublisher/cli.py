@@ -1,4 +1,4 @@
-"""`recommender modelpublisher publish|rollback`: announce a served, canaried, gated model."""
+"""`recommender modelpublisher publish|rollback`: announce a gated, served, canaried model."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from modelpublisher.publisher import (
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "modelpublisher",
-        help="publish a model version once it is served, canaried and gated; or roll back",
-        description="publish: wait (up to PUBLISHER_LOAD_DEADLINE_SECONDS) until the instance reports the "
-        "version AVAILABLE, run a `recommend` canary for known users, check the quality gate "
-        "(beat popularity by PUBLISHER_MARGIN, stay within PUBLISHER_TOLERANCE of the live model), then "
+        help="publish a model version once it is gated, served and canaried; or roll back",
+        description="publish: check the quality gate (beat popularity by PUBLISHER_MARGIN, stay within "
+        "PUBLISHER_TOLERANCE of the live model), wait (up to PUBLISHER_LOAD_DEADLINE_SECONDS) until the "
+        "instance reports the version AVAILABLE, run a `recommend` canary for known users, then "
         "write models/serving.json (pending), the model update on TOPIC_MODEL_UPDATES, then the final "
         "serving.json. A publish cut short is settled first from TOPIC_MODEL_UPDATES. rollback: re-publish "
         "the previous model. Any failure exits 1 with a one-line reason and changes nothing (an unconfirmed "
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pub = actions.add_parser(
         "publish",
         help="publish one exported version",
-        description="Publish one exported version after the load wait, the canary and the quality gate.",
+        description="Publish one exported version after the quality gate, the load wait and the canary.",
     )
     pub.add_argument(
         "--instance",

@@ -1,4 +1,4 @@
-"""Publish a model version only after it is loaded, answers a canary and passes the quality gate.
+"""Publish a model version only after it passes the quality gate, is loaded and answers a canary.
 
 Order: gate (no network), wait for AVAILABLE (bounded, with backoff), canary; then announce in
 three writes, so that a crash between any two never lets the next upload target the instance the
@@ -23,7 +23,6 @@ it leaves the publish pending too, for the next run to settle. Any other failure
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -33,7 +32,6 @@ import uuid
 from collections.abc import Callable
 
 import httpx
-import pyarrow.parquet as pq
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from pydantic import Field
 
@@ -45,13 +43,12 @@ from common.schemas import (
     ModelMetrics,
     ModelUpdate,
     ServingRecord,
-    SnapshotPointer,
     now_ms,
     other_instance,
 )
 from common.settings import ServingSettings, Settings
+from common.snapshots import current_pointer, read_purchases
 from common.storage import (
-    CURRENT_SNAPSHOT,
     EXPORT_METADATA,
     PURCHASES_FILE,
     SERVING_RECORD,
@@ -151,15 +148,14 @@ def canary_users(store: ObjectStore, metrics: ModelMetrics, count: int) -> list[
     """The most active users of the snapshot the export was trained on (else the current one)."""
     snapshot_id = getattr(metrics, "snapshot_id", None)
     if not snapshot_id:
-        pointer = store.get_model(CURRENT_SNAPSHOT, SnapshotPointer)
+        pointer = current_pointer(store)
         if pointer is None:
             raise PublishError("no snapshot to take canary users from (no snapshot_id, no data/current.json)")
         snapshot_id = pointer.snapshot_id
-    data = store.get_bytes(snapshot_prefix(snapshot_id) + PURCHASES_FILE)
-    if data is None:
+    purchases = read_purchases(store, snapshot_prefix(snapshot_id) + PURCHASES_FILE, columns=["user"])
+    if purchases is None:
         raise PublishError(f"snapshot {snapshot_id} is gone; cannot pick canary users")
-    users = pq.read_table(io.BytesIO(data), columns=["user"]).column("user").to_pandas()
-    return [str(u) for u in users.value_counts().index[:count]]
+    return [str(u) for u in purchases["user"].value_counts().index[:count]]
 
 
 def run_canary(client: httpx.Client, url: str, model: str, version: int, users: list[str]) -> None:

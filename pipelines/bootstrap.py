@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from common.kafka import ensure_topics
-from common.schemas import ServingRecord, SnapshotPointer, other_instance
+from common.schemas import ServingRecord, other_instance
+from common.snapshots import current_pointer
 from common.storage import (
     COMPLETION_MARKER,
-    CURRENT_SNAPSHOT,
     SERVING_RECORD,
     ObjectStore,
     model_version_prefix,
@@ -42,7 +42,7 @@ from trainer.upload import upload_export
 
 # Training parameters that fit each preset's data when the bootstrap generated it (the pipeline's
 # defaults are for the default preset). Small data learns faster with a higher rate and smaller
-# batches; these pass the quality gate, as in `recommender demo --preset small`.
+# batches; these pass the quality gate, as in `recommender-local demo --preset small`.
 PRESET_TRAINING: dict[str, dict[str, Any]] = {
     "small": {"epochs": 4, "embedding_dim": 16, "batch_size": 2048, "learning_rate": 0.01},
     "default": {},
@@ -74,7 +74,7 @@ def bootstrap(settings: PipelineSettings, params: dict[str, Any], preset: str) -
         return 0
     say("no live model yet")
     training: dict[str, Any] = {}
-    current = store.get_model(CURRENT_SNAPSHOT, SnapshotPointer)
+    current = current_pointer(store)
     if current is None:
         size = PRESETS[preset]
         pointer = publish_snapshot(store, generate_purchases(size.users, size.products, size.purchases))

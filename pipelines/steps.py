@@ -38,8 +38,9 @@ def prepare_data_step(
     seed: int,
     keep_snapshots: int,
 ) -> str:
+    from common.snapshots import read_current_snapshot
     from datapublisher.generate import generate_purchases
-    from datapublisher.snapshots import publish_snapshot, read_current_snapshot
+    from datapublisher.snapshots import publish_snapshot
 
     store = _store(minio_endpoint, minio_bucket, minio_secure)
     if publish_new_data:
@@ -67,7 +68,7 @@ def train_step(
     model_dir: str,
 ) -> dict:
     """Train and export into `model_dir`; return metadata for the Model artifact."""
-    from datapublisher.snapshots import read_current_snapshot
+    from common.snapshots import read_current_snapshot
     from trainer.export import export_saved_model
     from trainer.train import TrainConfig, train
 

@@ -18,37 +18,42 @@ from minio.error import MinioException
 from common.errors import first_line
 from common.settings import ConfigError
 
-# Modules that contribute subcommands, in the order --help lists them.
+# Modules that contribute subcommands, in the order --help lists them. Production only: local
+# mode has its own entry point, `recommender-local` (local.cli).
 COMMAND_MODULES = [
-    "localstack.cli",
     "recommender.init",
     "modelserver.cli",
     "client.cli",
     "datapublisher.cli",
     "trainer.cli",
     "modelsync.cli",
-    "tfserving.cli",
     "modelpublisher.cli",
     "pipelines.cli",
-    "recommender.demo",
 ]
+DESCRIPTION = (
+    "Streaming recommender: Kafka requests served by TF-Serving models that a Kubeflow pipeline "
+    "trains and swaps without losing a request. Configuration comes from environment variables; "
+    "see README.md."
+)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="recommender",
-        description="Streaming recommender: Kafka requests served by TF-Serving models that a "
-        "Kubeflow pipeline trains and swaps without losing a request. Configuration comes from "
-        "environment variables; see README.md.",
-    )
+def build_parser(
+    prog: str = "recommender", description: str = DESCRIPTION, modules: list[str] = COMMAND_MODULES
+) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMAND_MODULES:
+    for module in modules:
         importlib.import_module(module).register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser(), argv)
+
+
+def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse `argv`, run the chosen command's handler; a known failure ends in one line."""
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)

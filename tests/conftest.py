@@ -19,8 +19,8 @@ from contextlib import contextmanager
 import pytest
 
 from common.settings import Settings
-from localstack import Stack, StackInfo
-from localstack.servers import ManagedServer
+from local.stack import Stack, StackInfo
+from local.stack.servers import ManagedServer
 
 STARTS_SERVERS = "starts_servers"
 
@@ -120,9 +120,9 @@ def serving_instances(tmp_path_factory: pytest.TempPathFactory, starts_servers: 
     """Start local serving instances (model sync + TF-Serving stand-in) as processes; all stop at the end.
 
     `start(instance, env)` takes the environment the processes see (MinIO endpoint, bucket...)
-    and returns a running `localstack.serving.ServingInstance`; its `.env()` gives SERVING_<X>_*.
+    and returns a running `local.stack.serving.ServingInstance`; its `.env()` gives SERVING_<X>_*.
     """
-    from localstack.serving import ServingInstance
+    from local.stack.serving import ServingInstance
 
     started: list[ServingInstance] = []
 

@@ -22,9 +22,9 @@ from common.kafka import ensure_topics, make_producer
 from common.schemas import ModelUpdate, RecommendationRequest, ServingRecord, now_ms
 from common.settings import Settings
 from common.storage import SERVING_RECORD, ObjectStore
-from localstack import StackInfo
-from localstack.serving import ServingInstance
-from modelserver.local import ModelServerProcess
+from local.modelserver import ModelServerProcess
+from local.stack import StackInfo
+from local.stack.serving import ServingInstance
 from tests.waiting import wait_until
 
 
@@ -50,8 +50,9 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(stack_info: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    from common.snapshots import read_current_snapshot
     from datapublisher.generate import generate_purchases
-    from datapublisher.snapshots import publish_snapshot, read_current_snapshot
+    from datapublisher.snapshots import publish_snapshot
     from trainer.export import export_saved_model
     from trainer.train import TrainConfig, train
     from trainer.upload import upload_export

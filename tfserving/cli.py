@@ -1,4 +1,4 @@
-"""`recommender tfserving`: the TF-Serving-compatible stand-in for local mode, with TF-Serving's flags."""
+"""`recommender-local tfserving`: local mode's TF-Serving-compatible stand-in, with TF-Serving's flags."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from pydantic import Field
 
 from common.settings import Settings
+from common.snapshots import NoSnapshotError, read_current_snapshot
 from common.storage import ObjectStore
-from datapublisher.snapshots import NoSnapshotError, read_current_snapshot
 from modelpublisher.publisher import PublishError
 from trainer.config import TrainConfig
 from trainer.upload import upload_export

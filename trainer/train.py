@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from common.schemas import ModelMetrics
-from datapublisher.snapshots import Snapshot
+from common.snapshots import Snapshot
 from trainer.config import TrainConfig
 from trainer.data import Interactions, build_interactions, sample_epoch
 from trainer.evaluate import held_out_ranks, hit_rate_and_ndcg, popularity_scores

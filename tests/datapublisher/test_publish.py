@@ -4,15 +4,10 @@ import pandas as pd
 import pytest
 
 from common.schemas import SnapshotPointer
+from common.snapshots import NO_SNAPSHOT, NoSnapshotError, read_current_snapshot
 from common.storage import CURRENT_SNAPSHOT, SNAPSHOTS_PREFIX, ObjectStore
 from datapublisher.generate import generate_purchases
-from datapublisher.snapshots import (
-    NO_SNAPSHOT,
-    NoSnapshotError,
-    prune_snapshots,
-    publish_snapshot,
-    read_current_snapshot,
-)
+from datapublisher.snapshots import prune_snapshots, publish_snapshot
 from recommender.cli import main
 
 

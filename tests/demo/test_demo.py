@@ -1,4 +1,4 @@
-"""The main job: `recommender demo` brings the system up, swaps a model under load with no failed
+"""The main job: `recommender-local demo` brings the system up, swaps a model under load with no failed
 request, and its status page (loaded in headless Chromium) shows live figures that change."""
 
 import json
@@ -68,7 +68,7 @@ def test_demo_swaps_under_load_and_the_status_page_is_live(tmp_path: Path):
     if CHROMIUM is None and IN_CI:
         pytest.fail(f"{NO_CHROMIUM}; CI=true, where scripts/install-test-extras.sh installs it")
     port = 18000 + os.getpid() % 1000
-    cmd = [sys.executable, "-m", "recommender", "demo", "--swaps", "1", "--retrain-every", "20",
+    cmd = [sys.executable, "-m", "local", "demo", "--swaps", "1", "--retrain-every", "20",
            "--rate", "40", "--http-port", str(port), "--workdir", str(tmp_path / "demo")]  # fmt: skip
     # The demo runs its own stack: nothing of the test session's may leak into it.
     leaked = ("KAFKA_", "MINIO_", "TOPIC_", "SERVING_")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localstack.provision import ProvisionError, helm_binary
+from local.stack.provision import ProvisionError
+from tests.deploy.helm import helm_binary
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "streaming-recommender"

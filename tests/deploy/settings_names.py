@@ -33,10 +33,7 @@ COMMAND_SOURCES: dict[str, tuple[str, ...]] = {
     "modelpublisher": ("modelpublisher",),
     "client": ("client",),
     "pipeline": ("pipelines",),
-    "tfserving": ("tfserving",),
 }
-# Commands a deployment never runs: the local stack and the all-in-one local demo.
-LOCAL_ONLY_COMMANDS = frozenset({"stack", "demo"})
 
 # The settings classes each command loads (its own and those of the code it calls in-process).
 COMMAND_SETTINGS: dict[str, frozenset[str]] = {
@@ -50,16 +47,14 @@ COMMAND_SETTINGS: dict[str, frozenset[str]] = {
     "client": frozenset({"ClientSettings"}),
     # cli.py, bootstrap.py (InitSettings for the topics), steps.py (the local run's steps).
     "pipeline": frozenset({"PipelineSettings", "InitSettings", "Settings", "ModelPublisherSettings"}),
-    # A stand-in for tensorflow_model_server: flags only.
-    "tfserving": frozenset(),
 }
 # Commands whose code reaches common.kafka, so librdkafka reads their KAFKA_* variables as
 # properties. The trainer only through modelpublisher.settle_pending (a pending publish).
 KAFKA_COMMANDS = frozenset({"init", "trainer", "modelserver", "modelpublisher", "client", "pipeline"})
 # Read by the code directly rather than through a settings class (README "Configuration"), by module.
 OTHER_VARIABLES = {
-    "RECOMMENDER_CACHE_DIR": "localstack.provision",
-    "RECOMMENDER_STACK_STATE": "localstack.cli",
+    "RECOMMENDER_CACHE_DIR": "local.stack.provision",
+    "RECOMMENDER_STACK_STATE": "local.stack.cli",
 }
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,12 +32,18 @@ from common.storage import ObjectStore
 REPO = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "localhost/recommender-base:bookworm"
 IMAGE_REPOSITORY = "localhost/streaming-recommender"
-# What the Dockerfile reads: the build inputs plus the packages it copies.
+# What the Dockerfile reads: the build inputs plus the packages it copies (every top-level package
+# of pyproject.toml: the production ones for the image, local mode's too for the stand-in stage).
 BUILD_FILES = ["Dockerfile", ".dockerignore", "requirements.lock", "pyproject.toml", "README.md"]
-PACKAGES = [
-    "common", "localstack", "recommender", "datapublisher", "trainer", "modelpublisher",
-    "modelserver", "modelsync", "tfserving", "client", "pipelines",
-]  # fmt: skip
+PACKAGES = sorted(
+    {
+        name.split(".")[0]
+        for name in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    }
+)
+# Local mode, which the production image must not contain (tests/unit/test_import_boundaries.py).
+LOCAL_MODE = ("local", "tfserving")
+LOCAL_COMMANDS = {"stack", "tfserving", "demo"}
 
 
 def _run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -163,8 +171,21 @@ def podman_run(image: str, *args: str, env: dict[str, str] | None = None) -> sub
 def test_help_lists_every_component(image: str) -> None:
     result = podman_run(image, "--help")
     assert result.returncode == 0, _tail(result)
-    for command in ("init", "modelserver", "modelsync", "client", "datapublisher", "trainer"):
-        assert command in result.stdout, command
+    # The commands are the help's lines indented by four spaces.
+    commands = set(re.findall(r"^ {4}([a-z]+)\b", result.stdout, re.MULTILINE))
+    assert {"init", "modelserver", "modelsync", "client", "datapublisher", "trainer"} <= commands, commands
+    assert not commands & LOCAL_COMMANDS, commands
+
+
+def test_local_mode_stays_out_of_the_image(image: str) -> None:
+    script = (
+        "import importlib.util, shutil; "
+        f"print([m for m in {LOCAL_MODE!r} if importlib.util.find_spec(m)], "
+        "shutil.which('recommender-local'))"
+    )
+    result = _run(["podman", "run", "--rm", "--entrypoint", "python", image, "-c", script])
+    assert result.returncode == 0, _tail(result)
+    assert result.stdout.strip() == "[] None"
 
 
 def test_runs_as_the_non_root_user(image: str) -> None:

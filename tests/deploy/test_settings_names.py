@@ -11,7 +11,6 @@ from tests.deploy.settings_names import (
     COMMAND_SOURCES,
     KAFKA_COMMANDS,
     KAFKA_MODULE,
-    LOCAL_ONLY_COMMANDS,
     REPO,
     class_fields,
     command_modules,
@@ -53,7 +52,7 @@ def _registered_commands() -> set[str]:
 
 
 def test_every_command_is_mapped() -> None:
-    assert set(COMMAND_SETTINGS) == set(COMMAND_SOURCES) == _registered_commands() - LOCAL_ONLY_COMMANDS
+    assert set(COMMAND_SETTINGS) == set(COMMAND_SOURCES) == _registered_commands()
 
 
 def test_every_mapped_class_exists() -> None:

@@ -20,10 +20,11 @@ import pytest
 from common.kafka import ensure_topics, make_consumer
 from common.schemas import ModelMetrics, ModelUpdate, ServingRecord
 from common.settings import Settings
+from common.snapshots import read_current_snapshot
 from common.storage import PURCHASES_FILE, SERVING_RECORD, ObjectStore, snapshot_prefix
 from datapublisher.generate import generate_purchases
-from datapublisher.snapshots import publish_snapshot, read_current_snapshot, to_parquet_bytes
-from localstack.servers import free_port
+from datapublisher.snapshots import publish_snapshot, to_parquet_bytes
+from local.stack.servers import free_port
 from modelpublisher.publisher import ModelPublisherSettings, PublishError, publish, rollback, settle_pending
 from trainer.config import TrainConfig
 from trainer.export import export_saved_model

@@ -19,12 +19,12 @@ from common.schemas import ModelMetrics, ModelUpdate, ServingRecord
 from common.settings import ServingSettings, Settings
 from common.storage import CURRENT_SNAPSHOT, SERVING_RECORD, ObjectStore
 from datapublisher.generate import PRESETS
-from localstack.provision import helm_binary
 from modelpublisher.publisher import wait_available
 from pipelines.bootstrap import PRESET_TRAINING
 from recommender.cli import main
 from tests.deploy.conftest import IMAGE_REPOSITORY, REQUIRED_SET, by_kind_name, render_release
 from tests.deploy.conftest import write_configmap_volume as mount_configmap
+from tests.deploy.helm import helm_binary
 from tests.pipelines.test_local_run import _reply_model
 
 METRICS = ModelMetrics(hr_at_10=0.3, ndcg_at_10=0.2, popularity_hr_at_10=0.2, popularity_ndcg_at_10=0.1)

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from localstack.provision import helm_binary
 from pipelines import cli
 from pipelines.release import read_release_data
 from tests.deploy.conftest import IMAGE_REPOSITORY, by_kind_name, render_release
+from tests.deploy.helm import helm_binary
 
 
 class RecordingClient:

@@ -13,8 +13,8 @@ from common.kafka import ensure_topics, make_consumer
 from common.schemas import ServingRecord
 from common.settings import Settings
 from common.storage import SERVING_RECORD, ObjectStore
-from localstack.serving import ServingInstance
-from modelserver.local import ModelServerProcess
+from local.modelserver import ModelServerProcess
+from local.stack.serving import ServingInstance
 from recommender.cli import main
 
 # Small but learnable: the model beats popularity, so the gate passes.

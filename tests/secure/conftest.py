@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from localstack import Stack
+from local.stack import Stack
 from tests.secure.harness import Cli, clean_environment
 
 

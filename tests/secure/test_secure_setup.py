@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from common.settings import ConfigError, Settings
-from localstack import StackInfo
-from localstack.servers import read_state
-from localstack.tls import generate_certificates
+from local.stack import StackInfo
+from local.stack.servers import read_state
+from local.stack.tls import generate_certificates
 from tests.secure.harness import clean_environment
 
 PLAIN = StackInfo(

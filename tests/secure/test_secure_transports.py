@@ -23,10 +23,10 @@ import yaml
 
 from common.settings import Settings
 from common.storage import ObjectStore
-from localstack import Stack
-from localstack.servers import HOST, free_port
-from localstack.serving import ServingInstance
-from modelserver.local import ModelServerProcess
+from local.modelserver import ModelServerProcess
+from local.stack import Stack
+from local.stack.servers import HOST, free_port
+from local.stack.serving import ServingInstance
 from tests.secure.harness import Cli, Result, Running, files_holding
 from trainer.upload import upload_export
 
@@ -235,8 +235,9 @@ def pipeline_package(secure_env: dict[str, str], cli: Cli, run_dir: Path) -> Pat
 @pytest.fixture(scope="module")
 def rendered_chart(secure_stack: Stack, run_dir: Path) -> Path:
     """`helm template` of the chart configured for this secured stack (secrets by reference)."""
-    from localstack.provision import ProvisionError, helm_binary
+    from local.stack.provision import ProvisionError
     from tests.deploy.conftest import CHART, KUBE_VERSION, run_helm
+    from tests.deploy.helm import helm_binary
 
     try:
         helm = helm_binary()

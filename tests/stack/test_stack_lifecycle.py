@@ -10,8 +10,8 @@ from confluent_kafka.admin import AdminClient
 
 from common.kafka import ensure_topics
 from common.settings import Settings
-from localstack import MinioServer, Stack, StackError
-from localstack.servers import pid_alive
+from local.stack import MinioServer, Stack, StackError
+from local.stack.servers import pid_alive
 
 pytestmark = pytest.mark.stack  # every test here starts servers, some through the CLI
 
@@ -66,7 +66,7 @@ def test_a_server_that_dies_names_itself_and_shows_its_log(tmp_path):
 
 def test_cli_up_status_env_down(tmp_path):
     env = {**os.environ, "RECOMMENDER_STACK_STATE": str(tmp_path / "state.json")}
-    cli = [sys.executable, "-m", "recommender", "stack"]
+    cli = [sys.executable, "-m", "local", "stack"]
 
     def run(*args):
         return subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=180)

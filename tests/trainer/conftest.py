@@ -10,9 +10,10 @@ import pytest
 import tensorflow as tf
 
 from common.settings import Settings
+from common.snapshots import Snapshot, read_current_snapshot
 from common.storage import ObjectStore, model_version_prefix
 from datapublisher.generate import generate_purchases
-from datapublisher.snapshots import Snapshot, publish_snapshot, read_current_snapshot
+from datapublisher.snapshots import publish_snapshot
 from trainer.config import TrainConfig
 from trainer.export import export_saved_model
 from trainer.train import TrainedModel, train

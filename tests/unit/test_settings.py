@@ -117,18 +117,27 @@ def test_cli_prints_one_line_and_exits_2_on_bad_config():
     assert "Traceback" not in result.stderr
 
 
-def test_every_subcommand_has_help():
-    from recommender.cli import build_parser
+@pytest.mark.parametrize(
+    ("package", "prog", "commands"),
+    [
+        ("recommender", "recommender", {"init", "modelserver", "pipeline"}),
+        ("local", "recommender-local", {"stack", "tfserving", "demo"}),
+    ],
+)
+def test_every_subcommand_has_help(package: str, prog: str, commands: set[str]):
+    import importlib
 
-    parser = build_parser()
-    subcommands = parser._subparsers._group_actions[0].choices
-    assert {"stack", "init"} <= set(subcommands)
+    parser = importlib.import_module(f"{package}.cli").build_parser()
+    subcommands = set(parser._subparsers._group_actions[0].choices)
+    assert commands <= subcommands
+    # Local mode's commands are `recommender-local` only, never `recommender`.
+    assert package == "local" or not subcommands & {"stack", "tfserving", "demo"}
     for name in subcommands:
         result = subprocess.run(
-            [sys.executable, "-m", "recommender", name, "--help"], capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", package, name, "--help"], capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 0, result.stderr
-        assert f"usage: recommender {name}" in result.stdout
+        assert f"usage: {prog} {name}" in result.stdout
 
 
 def test_cli_names_unreachable_storage_in_one_line():

@@ -1,4 +1,4 @@
-"""`recommender demo`: the whole system on this machine, a live view, and a model swap under load.
+"""`recommender-local demo`: the whole system on this machine, a live view, and a model swap under load.
 
 It provisions and starts Kafka + MinIO, publishes generated data, starts both serving
 instances (model sync + server) and the model server, runs the pipeline (train, export to
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from common.retry import Backoff, poll
 from datapublisher.generate import PRESETS
-from localstack.servers import http_get
+from local.stack.servers import http_get
 
 MISSING_HINTS = {
     "java": "Java 17+ runs Apache Kafka (apt-get install openjdk-17-jre-headless)",
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def missing_prerequisites() -> list[str]:
     """One line per missing tool; mvn and go only matter until the first provisioning is cached."""
-    from localstack import provision
+    from local.stack import provision
 
     needed = ["java"]
     if not (provision.cache_dir() / f"kafka-{provision.KAFKA_VERSION}" / provision.MARKER).exists():
@@ -146,9 +146,9 @@ def run(args: argparse.Namespace) -> int:
     from common.kafka import ensure_topics
     from common.settings import Settings
     from common.storage import ObjectStore
-    from localstack import Stack, provision
-    from localstack.serving import ServingInstance
-    from modelserver.local import ModelServerProcess
+    from local.modelserver import ModelServerProcess
+    from local.stack import Stack, provision
+    from local.stack.serving import ServingInstance
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="recommender-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)

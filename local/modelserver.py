@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from localstack.servers import HOST, ManagedServer, free_port, http_get
+from local.stack.servers import HOST, ManagedServer, free_port, http_get
 
 
 class ModelServerProcess(ManagedServer):

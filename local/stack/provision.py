@@ -21,8 +21,6 @@ KAFKA_VERSION = "4.1.1"
 # The community edition is source-only; this pseudo-version is the module proxy's newest.
 MINIO_MODULE = "github.com/minio/minio"
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
-HELM_MODULE = "helm.sh/helm/v3/cmd/helm"
-HELM_VERSION = "v3.22.0"
 
 MARKER = ".complete"
 
@@ -76,7 +74,7 @@ def kafka_libs() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(libs, ignore_errors=True)
     pom = home / "pom.xml"
-    pom.write_text(resources.files("localstack").joinpath("kafka-pom.xml").read_text())
+    pom.write_text(resources.files("local.stack").joinpath("kafka-pom.xml").read_text())
     _run_with_progress(
         [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={libs}"],
         f"resolving Apache Kafka {KAFKA_VERSION} jars with Maven",
@@ -85,7 +83,8 @@ def kafka_libs() -> Path:
     return libs
 
 
-def _go_install(module: str, version: str, binary: str, label: str) -> Path:
+def go_install(module: str, version: str, binary: str, label: str) -> Path:
+    """`binary` of Go `module`@`version`, built with `go install` into the cache on first use."""
     home = cache_dir() / f"{binary}-{version}"
     target = home / binary
     if (home / MARKER).exists() and target.exists():
@@ -101,13 +100,7 @@ def _go_install(module: str, version: str, binary: str, label: str) -> Path:
 
 
 def minio_binary() -> Path:
-    return _go_install(
-        MINIO_MODULE, MINIO_VERSION, "minio", f"building MinIO {MINIO_VERSION} with go install"
-    )
-
-
-def helm_binary() -> Path:
-    return _go_install(HELM_MODULE, HELM_VERSION, "helm", f"building helm {HELM_VERSION} with go install")
+    return go_install(MINIO_MODULE, MINIO_VERSION, "minio", f"building MinIO {MINIO_VERSION} with go install")
 
 
 def provision_all() -> None:

@@ -1,4 +1,4 @@
-"""`recommender stack up|down|status|env|provision`: the local Kafka + MinIO for demo and tests."""
+"""`recommender-local stack up|down|status|env|provision`: the local Kafka + MinIO for demo and tests."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from localstack import provision
-from localstack.servers import (
+from local.stack import provision
+from local.stack.servers import (
     KafkaServer,
     MinioServer,
     ScramUser,
@@ -22,7 +22,7 @@ from localstack.servers import (
     stop_process_group,
     write_state,
 )
-from localstack.tls import Certificates
+from local.stack.tls import Certificates
 
 
 def state_path() -> Path:
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         case "env":
             info = read_state(state_path())
             if info is None:
-                print("the stack is not up; run `recommender stack up`", file=sys.stderr)
+                print("the stack is not up; run `recommender-local stack up`", file=sys.stderr)
                 return 1
             for name, value in info.env().items():
                 print(f"export {name}={value}")
@@ -79,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
 def _up(workdir: Path | None, secure: bool) -> int:
     existing = read_state(state_path())
     if existing is not None and pid_alive(existing.kafka_pid) and pid_alive(existing.minio_pid):
-        print(f"the stack is already up (workdir {existing.workdir}); `recommender stack down` stops it")
+        print(
+            f"the stack is already up (workdir {existing.workdir}); `recommender-local stack down` stops it"
+        )
         return 0
     provision.provision_all()
     stack = Stack(workdir or Path(tempfile.mkdtemp(prefix="recommender-stack-")), secure=secure)
@@ -90,7 +92,7 @@ def _up(workdir: Path | None, secure: bool) -> int:
         return 1
     write_state(info, state_path())
     print(f"Kafka  ready at {info.kafka_bootstrap}\nMinIO  ready at {stack.minio.url}")
-    print('Point the components at it with: eval "$(recommender stack env)"')
+    print('Point the components at it with: eval "$(recommender-local stack env)"')
     return 0
 
 

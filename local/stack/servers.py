@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 
 from common.retry import Backoff, poll
-from localstack import provision
-from localstack.tls import Certificates, generate_certificates
+from local.stack import provision
+from local.stack.tls import Certificates, generate_certificates
 
 HOST = "127.0.0.1"
 
@@ -424,7 +424,7 @@ class MinioServer(ManagedServer):
 
 @dataclass(frozen=True)
 class StackInfo:
-    """What a client needs to reach the stack; also the state file of `recommender stack`."""
+    """What a client needs to reach the stack; also the state file of `recommender-local stack`."""
 
     workdir: str
     kafka_bootstrap: str

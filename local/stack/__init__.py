@@ -1,5 +1,5 @@
 """The real local stack: Apache Kafka (KRaft) and MinIO as processes, no Docker needed."""
 
-from localstack.servers import KafkaServer, MinioServer, Stack, StackError, StackInfo
+from local.stack.servers import KafkaServer, MinioServer, Stack, StackError, StackInfo
 
 __all__ = ["KafkaServer", "MinioServer", "Stack", "StackError", "StackInfo"]

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from common.retry import Backoff, poll
-from localstack.servers import HOST, ManagedServer, StackError, free_port, http_get
+from local.stack.servers import HOST, ManagedServer, StackError, free_port, http_get
 
 DEFAULT_MODEL_NAME = "recommender"
 
@@ -39,7 +39,8 @@ class ModelSyncProcess(ManagedServer):
 
 
 class TFServingProcess(ManagedServer):
-    """`recommender tfserving` on loopback; ready when the REST API answers (200, or 404 before a load)."""
+    """`recommender-local tfserving` on loopback; ready when the REST API answers (200, or 404 before
+    a load)."""
 
     name = "tfserving"
     start_timeout = 120.0  # importing TensorFlow takes a while on a busy machine
@@ -69,7 +70,7 @@ class TFServingProcess(ManagedServer):
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         cmd = [
-            sys.executable, "-m", "recommender", "tfserving", "--rest_api_host", HOST,
+            sys.executable, "-m", "local", "tfserving", "--rest_api_host", HOST,
             "--port", str(self.grpc_port), "--rest_api_port", str(self.rest_port),
             "--model_name", self.model_name, "--model_base_path", str(self.model_dir),
             "--file_system_poll_wait_seconds", str(self.poll_seconds),

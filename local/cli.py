@@ -1,0 +1,29 @@
+"""Entry point of the `recommender-local` command: local mode's subcommands (`python -m local`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from recommender import cli
+
+# Modules that contribute subcommands, in the order --help lists them.
+COMMAND_MODULES = ["local.stack.cli", "tfserving.cli", "local.demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return cli.build_parser(
+        "recommender-local",
+        "Local mode of the streaming recommender: the real Kafka + MinIO as local processes, the "
+        "TF-Serving stand-in and the whole system in one command. The components themselves are "
+        "`recommender <component>`; see README.md.",
+        COMMAND_MODULES,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
