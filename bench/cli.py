@@ -19,6 +19,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used, so that --help does not load the stack's code
+    from local.modelserver import ModelServerProcess
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -45,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from local.modelserver import ModelServerProcess
     from local.stack import Stack, provision
     from local.stack.serving import ServingInstance
+    from local.world import announce
     from modelpublisher.publisher import ModelPublisherSettings, publish, read_export_metrics
 
     started = time.monotonic()
@@ -102,15 +107,7 @@ def run(args: argparse.Namespace) -> int:
         versions = {"a": version_a, "b": version_b}
 
         def update(name: str) -> ModelUpdate:
-            serving = instances[name]
-            return ModelUpdate(
-                model=serving.model_name,
-                instance=name,
-                url=serving.rest_url,
-                grpc=serving.grpc_target,
-                version=versions[name],
-                metrics=metrics,
-            )
+            return instances[name].model_update(versions[name], metrics)
 
         users = snapshot_users(Settings.load())
         rates = (
@@ -134,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         for partitions in (1, 2):
             topics = sections.Topics.create(partitions)
             settings = topics.activate()
-            sections.announce(settings, update("a"))
+            announce(settings, update("a"))
             replicas = [
                 ModelServerProcess(workdir / f"modelserver-{partitions}-{i}", dict(os.environ))
                 for i in range(partitions)
@@ -192,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         # 2. Ten swaps under a steady load at half the max sustained rate, through the real publisher.
         topics = sections.Topics.create(2)
         settings = topics.activate()
-        sections.announce(settings, update("a"))
+        announce(settings, update("a"))
         server = ModelServerProcess(workdir / "modelserver-swaps", dict(os.environ))
         servers.append(server)
         server.start()
@@ -223,13 +220,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wait_ready(servers) -> None:
+def _wait_ready(servers: list[ModelServerProcess]) -> None:
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if all((s.get_json("/readyz") or (0,))[0] == 200 for s in servers):
-            return
-        time.sleep(0.3)
-    raise RuntimeError("model servers not ready after 120 s")
+    for server in servers:
+        if server.wait_route(max(0.0, deadline - time.monotonic())) is None:
+            raise RuntimeError("model servers not ready after 120 s")
 
 
 def main(argv: list[str] | None = None) -> int:

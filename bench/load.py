@@ -1,22 +1,21 @@
 """Open-loop load with per-request timestamps (client.core.run_load keeps only latencies).
 
-The swap section needs to know *when* each request was sent to find those sent during a swap,
-and the ramp needs the achieved send rate, so this keeps both.
+The load itself is `client.core.OpenLoop`'s, as `client load` sends it. The swap section needs to
+know *when* each request was sent to find those sent during a swap, and the ramp needs the
+achieved send rate, so this report keeps both.
 """
 
 from __future__ import annotations
 
 import gc
 import time
-import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import ValidationError
 
-from client.core import Answer, ReplyCollector, send
-from common.kafka import make_producer
-from common.schemas import RecommendationReply, RecommendationRequest
+from client.core import Answer, OpenLoop
+from common.schemas import RecommendationReply
 from common.settings import Settings
 
 
@@ -99,43 +98,21 @@ def timed_load(
     # garbage is freed rather than frozen.
     gc.collect()
     gc.freeze()
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(len(users), size=int(rate * duration_s) + 1)
-    collector = ReplyCollector(settings)
-    collector.start()
-    producer = make_producer(settings, **{"linger.ms": 5})
-    # One probe request first: the collector's first fetch and the producer's connections would
-    # otherwise count as latency of the schedule's first requests.
-    probe = RecommendationRequest(request_id=f"probe-{uuid.uuid4()}", user=users[0], k=k)
-    send(producer, settings, probe)
-    producer.flush(30)
-    collector.wait_for(probe.request_id, 30)
-    ids: list[str] = []
     result = TimedLoad(rate, duration_s)
-    start = time.monotonic()
-    try:
-        total = len(picks) - 1
-        while len(ids) < total:
-            # Everything due by now goes out at once, then a sleep of at most 1 ms: a sleep per
-            # request costs more CPU than the request at thousands per second.
-            due = min(total, int((time.monotonic() - start) * rate) + 1)
-            if due <= len(ids):
-                time.sleep(max(0.0, min(0.001, start + len(ids) / rate - time.monotonic())))
-                continue
-            for pick in picks[len(ids) : due]:
-                request = RecommendationRequest(request_id=str(uuid.uuid4()), user=users[int(pick)], k=k)
-                ids.append(request.request_id)
-                result.sent_at.append(time.monotonic() - start)
-                send(producer, settings, request)
-        result.send_seconds = time.monotonic() - start
-        producer.flush(60)
-        until = time.monotonic() + drain_s
-        while time.monotonic() < until and not collector.settled(ids):
-            time.sleep(0.05)
-    finally:
-        collector.close()
+    with OpenLoop(settings, **{"linger.ms": 5}) as load:
+        probe = load.probe(users[0], k)
+        # A fixed number of requests, however long sending takes (`send_seconds` shows a client that
+        # fell behind). Ahead of the schedule the sender sleeps at most 1 ms: everything due by then
+        # goes out at once, as a sleep per request costs more CPU than the request at thousands/s.
+        load.send(users, rate, k, count=int(rate * duration_s), seed=seed, max_sleep_s=0.001)
+        result.send_seconds = time.monotonic() - load.start
+        load.flush(60)
+        load.drain(drain_s, every_s=0.05)
+    start, collector = load.start, load.collector
     last, first = start, None
-    for request_id, sent in zip(ids, result.sent_at, strict=True):
+    for request_id, sent_at in zip(load.ids, load.sent_at, strict=True):
+        sent = sent_at - start
+        result.sent_at.append(sent)
         answer = collector.answers.get(request_id)
         if answer is None:
             result.latency_ms.append(None)
@@ -148,7 +125,7 @@ def timed_load(
         result.latency_ms.append((answer.received - start - sent) * 1000)
         last = max(last, answer.received)
         first = answer.received if first is None else min(first, answer.received)
-    result.duplicates = sum(collector.duplicates.values()) - collector.duplicates[probe.request_id]
+    result.duplicates = sum(collector.duplicates.values()) - collector.duplicates[probe]
     result.settle_seconds = max(0.0, last - start - result.send_seconds)
     result.reply_span_s = 0.0 if first is None else last - first
     return result

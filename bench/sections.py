@@ -10,7 +10,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.load import TimedLoad, timed_load
-from common.kafka import ensure_topics, make_producer
-from common.schemas import ModelUpdate
+from common.kafka import ensure_topics
 from common.settings import Settings
 from common.storage import EXPORT_METADATA, ObjectStore, completion_marker, model_version_prefix
+from local.world import fresh_topics
 
 Say = Callable[[str], None]
 STEP = re.compile(r"(Executing task|Task) '?([\w-]+)'?( finished)?")
@@ -195,14 +194,7 @@ class Topics:
 
     @classmethod
     def create(cls, partitions: int) -> Topics:
-        suffix = uuid.uuid4().hex[:6]
-        env = {
-            "TOPIC_REQUESTS": f"requests-{suffix}",
-            "TOPIC_REPLIES": f"replies-{suffix}",
-            "TOPIC_DLQ": f"dlq-{suffix}",
-            "TOPIC_MODEL_UPDATES": f"model-updates-{suffix}",
-            "MODELSERVER_GROUP_ID": f"modelserver-{suffix}",
-        }
+        env = fresh_topics()
         os.environ.update(env)
         ensure_topics(Settings.load(), partitions=partitions)
         return cls(env)
@@ -210,13 +202,6 @@ class Topics:
     def activate(self) -> Settings:
         os.environ.update(self.env)
         return Settings.load()
-
-
-def announce(settings: Settings, update: ModelUpdate) -> None:
-    producer = make_producer(settings)
-    producer.produce(settings.topic_model_updates, key=update.model.encode(), value=update.to_bytes())
-    if producer.flush(30) != 0:
-        raise RuntimeError("the model update was not acknowledged")
 
 
 def sustained(load: TimedLoad) -> bool:

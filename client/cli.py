@@ -2,69 +2,77 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from typing import Any
 
+import click
+from click_option_group import RequiredMutuallyExclusiveOptionGroup, optgroup
 from pydantic import ValidationError
 
 from client.core import ClientError, Progress, recommend, run_load, snapshot_users
 from client.settings import ClientSettings
+from common.cli import OrderedGroup, settings_options
 from common.progress import ProgressLine
 
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "client",
-        help="send recommendation requests over Kafka and read the replies",
-        description="Produce requests on TOPIC_REQUESTS and match replies on TOPIC_REPLIES by "
-        "request_id (dead letters on TOPIC_DLQ are reported too).",
-    )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    one = actions.add_parser(
-        "recommend",
-        help="send one request and print its items as a table",
-        description="Send one request and wait for the reply with the same request_id.",
-    )
-    one.add_argument("--user", required=True, help="user id, as in the data")
-    one.add_argument("--k", type=int, default=10, help="number of items, 1 to 100 (default 10)")
-    one.add_argument("--timeout", type=float, help="seconds to wait for the reply (default CLIENT_TIMEOUT_S)")
-    load = actions.add_parser(
-        "load",
-        help="generate load with users from the current snapshot and report what came back",
-        description="Send requests at a fixed rate (or as fast as possible) for a duration, with "
-        "users drawn from the current snapshot, then wait for the replies. Prints a live progress "
-        "line and a summary; exits 1 if any request went unanswered.",
-    )
-    pace = load.add_mutually_exclusive_group(required=True)
-    pace.add_argument("--rate", type=float, help="requests per second")
-    pace.add_argument("--max", action="store_true", help="as fast as possible")
-    load.add_argument("--duration", type=float, required=True, help="seconds of sending")
-    load.add_argument("--k", type=int, default=10, help="items per request (default 10)")
-    load.add_argument("--drain", type=float, help="seconds to wait for late replies (default CLIENT_DRAIN_S)")
-    load.add_argument("--seed", type=int, help="seed of the user draw")
-    parser.set_defaults(handler=run)
+command = OrderedGroup(
+    "client",
+    short_help="send recommendation requests over Kafka and read the replies",
+    help="Produce requests on TOPIC_REQUESTS and match replies on TOPIC_REPLIES by request_id (dead "
+    "letters on TOPIC_DLQ are reported too).",
+)
 
 
-def run(args: argparse.Namespace) -> int:
-    settings = ClientSettings.load()
+@command.command(
+    "recommend",
+    short_help="send one request and print its items as a table",
+    help="Send one request and wait for the reply with the same request_id.",
+)
+@click.option("--user", required=True, help="user id, as in the data")
+@click.option("--k", type=int, default=10, help="number of items, 1 to 100 (default 10)")
+@settings_options(ClientSettings, client_timeout_s="--timeout")
+def recommend_command(user: str, k: int, overrides: dict[str, Any]) -> int:
+    settings = ClientSettings.load(**overrides)
     try:
-        if args.action == "recommend":
-            return _recommend(settings, args)
-        return _load(settings, args)
+        return _recommend(settings, user, k)
     except ClientError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
 
-def _recommend(settings: ClientSettings, args: argparse.Namespace) -> int:
-    if not 1 <= args.k <= 100:
+@command.command(
+    "load",
+    short_help="generate load with users from the current snapshot and report what came back",
+    help="Send requests at a fixed rate (or as fast as possible) for a duration, with users drawn from "
+    "the current snapshot, then wait for the replies. Prints a live progress line and a summary; exits 1 "
+    "if any request went unanswered.",
+)
+@optgroup.group("pace", cls=RequiredMutuallyExclusiveOptionGroup)
+@optgroup.option("--rate", type=float, help="requests per second")
+@optgroup.option("--max", "max_rate", is_flag=True, help="as fast as possible")
+@click.option("--duration", type=float, required=True, help="seconds of sending")
+@click.option("--k", type=int, default=10, help="items per request (default 10)")
+@settings_options(ClientSettings, client_drain_s="--drain")
+@click.option("--seed", type=int, help="seed of the user draw")
+def load_command(
+    rate: float | None, max_rate: bool, duration: float, k: int, seed: int | None, overrides: dict[str, Any]
+) -> int:
+    settings = ClientSettings.load(**overrides)
+    try:
+        return _load(settings, None if max_rate else rate, duration, k, seed)
+    except ClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _recommend(settings: ClientSettings, user: str, k: int) -> int:
+    if not 1 <= k <= 100:
         print("error: --k must be between 1 and 100", file=sys.stderr)
         return 2
-    timeout = args.timeout or settings.client_timeout_s
-    request, answer, dead, sent = recommend(settings, args.user, args.k, timeout)
+    timeout = settings.client_timeout_s
+    request, answer, dead, sent = recommend(settings, user, k, timeout)
     if answer is None:
         reason = f"it went to the DLQ: {dead}" if dead else f"no reply within {timeout:g}s"
-        print(f"request {request.request_id} for user {args.user}: {reason}", file=sys.stderr)
+        print(f"request {request.request_id} for user {user}: {reason}", file=sys.stderr)
         return 1
     try:
         reply = answer.reply
@@ -84,11 +92,10 @@ def _recommend(settings: ClientSettings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(settings: ClientSettings, args: argparse.Namespace) -> int:
+def _load(settings: ClientSettings, rate: float | None, duration: float, k: int, seed: int | None) -> int:
     users = snapshot_users(settings)
-    rate = None if args.max else args.rate
     print(
-        f"sending for {args.duration:g}s at {'max rate' if rate is None else f'{rate:g}/s'} "
+        f"sending for {duration:g}s at {'max rate' if rate is None else f'{rate:g}/s'} "
         f"with {len(users)} users from the current snapshot",
         file=sys.stderr,
     )
@@ -97,12 +104,12 @@ def _load(settings: ClientSettings, args: argparse.Namespace) -> int:
         report = run_load(
             settings,
             users,
-            duration_s=args.duration,
+            duration_s=duration,
             rate=rate,
-            k=args.k,
-            drain_s=settings.client_drain_s if args.drain is None else args.drain,
+            k=k,
+            drain_s=settings.client_drain_s,
             progress=lambda p: line.update(p.elapsed_s, _describe(p)),
-            seed=args.seed,
+            seed=seed,
         )
     print(report.summary())
     return 1 if report.unanswered else 0

@@ -1,6 +1,7 @@
 """The client's reusable core: send requests, collect their replies and dead letters, make load.
 
-Benchmarks and the demo import `ReplyCollector` and `run_load` directly; the CLI is a thin shell.
+The demo imports `run_load` and the benchmarks `OpenLoop` (the load both run) directly; the CLI is
+a thin shell.
 Replies are matched by `request_id`; a second reply for the same id counts as a duplicate
 (delivery is at-least-once), never as a new answer.
 """
@@ -8,11 +9,12 @@ Replies are matched by `request_id`; a second reply for the same id counts as a 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -235,6 +237,94 @@ class Progress:
     draining: bool
 
 
+class OpenLoop:
+    """Requests sent on a fixed schedule whatever the replies do, their replies collected meanwhile.
+
+    The load of `client load`, the demo and the bench (bench/load.py): each caller builds its own
+    report from `ids`, `sent_at` and `collector` (`close()` first, or use it as a context manager).
+    """
+
+    def __init__(self, settings: Settings, **producer_overrides: str | int | bool) -> None:
+        self.settings = settings
+        self.collector = ReplyCollector(settings)
+        self.collector.start()
+        self.producer = make_producer(settings, **producer_overrides)
+        self.ids: list[str] = []
+        self.sent_at: list[float] = []  # time.monotonic() of each send, in the order of `ids`
+        self.start = time.monotonic()
+
+    def __enter__(self) -> OpenLoop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def probe(self, user: str, k: int, timeout: float = 30.0) -> str:
+        """One request answered before the schedule starts, so that the collector's first fetch and
+        the producer's connections are not counted as the first requests' latency; returns its id."""
+        request = RecommendationRequest(request_id=f"probe-{uuid.uuid4()}", user=user, k=k)
+        send(self.producer, self.settings, request)
+        self.producer.flush(timeout)
+        self.collector.wait_for(request.request_id, timeout)
+        return request.request_id
+
+    def send(
+        self,
+        users: Sequence[str],
+        rate: float | None,
+        k: int = 10,
+        duration_s: float = math.inf,
+        count: float = math.inf,
+        seed: int | None = None,
+        stop: threading.Event | None = None,
+        tick: Callable[[], None] | None = None,
+        max_sleep_s: float = 0.05,
+    ) -> None:
+        """Send `rate` requests per second (None: as fast as possible) until `duration_s` has passed,
+        `count` are sent or `stop` is set. Request i is due `i / rate` seconds after the start and
+        every request due goes out at once; ahead of the schedule the sender sleeps until the next
+        one is due, at most `max_sleep_s`. `tick` is called after every send and every sleep."""
+        rng = np.random.default_rng(seed)
+        picks: Iterator[int] = iter(())
+        self.start = start = time.monotonic()
+        while len(self.ids) < count and not (stop is not None and stop.is_set()):
+            now = time.monotonic()
+            if now - start >= duration_s:
+                break
+            if rate is not None:
+                due = start + len(self.ids) / rate
+                if due > now:
+                    time.sleep(min(due - now, max_sleep_s))
+                    if tick is not None:
+                        tick()
+                    continue
+            user = next(picks, None)
+            if user is None:  # draw users in blocks: one numpy call per 1,000 requests
+                picks = iter(rng.choice(len(users), size=1000))
+                user = next(picks)
+            request = RecommendationRequest(request_id=str(uuid.uuid4()), user=users[int(user)], k=k)
+            self.ids.append(request.request_id)
+            self.sent_at.append(time.monotonic())
+            send(self.producer, self.settings, request)
+            if tick is not None:
+                tick()
+
+    def flush(self, timeout: float) -> int:
+        """Wait for Kafka to acknowledge every request; returns how many it has not."""
+        return self.producer.flush(timeout)
+
+    def drain(self, seconds: float, every_s: float = 0.1, tick: Callable[[], None] | None = None) -> None:
+        """Wait up to `seconds` until every request has a reply or a dead letter."""
+        until = time.monotonic() + seconds
+        while time.monotonic() < until and not self.collector.settled(self.ids):
+            if tick is not None:
+                tick()
+            time.sleep(every_s)
+
+    def close(self) -> None:
+        self.collector.close()
+
+
 def run_load(
     settings: Settings,
     users: Sequence[str],
@@ -252,14 +342,9 @@ def run_load(
     uniformly from `users`."""
     if not users:
         raise ClientError("no users to draw requests from")
-    stop = stop or threading.Event()
-    rng = np.random.default_rng(seed)
-    collector = ReplyCollector(settings)
-    collector.start()
-    producer = make_producer(settings)
-    sent_at: dict[str, float] = {}
-    start = time.monotonic()
-    next_progress = start
+    load = OpenLoop(settings)
+    collector = load.collector
+    next_progress = load.start
 
     def report_progress(draining: bool) -> None:
         nonlocal next_progress
@@ -268,47 +353,25 @@ def run_load(
             next_progress = now + progress_every_s
             progress(
                 Progress(
-                    len(sent_at),
+                    len(load.ids),
                     len(collector.answers),
                     len(collector.dead_letters),
                     sum(collector.duplicates.values()),
-                    now - start,
+                    now - load.start,
                     draining,
                 )
             )
 
-    try:
-        picks = iter(())
-        while not stop.is_set():
-            now = time.monotonic()
-            if now - start >= duration_s:
-                break
-            if rate is not None:
-                due = start + len(sent_at) / rate
-                if due > now:
-                    time.sleep(min(due - now, 0.05))
-                    report_progress(False)
-                    continue
-            user = next(picks, None)
-            if user is None:  # draw users in blocks: one numpy call per 1,000 requests
-                picks = iter(rng.choice(len(users), size=1000))
-                user = next(picks)
-            request = RecommendationRequest(request_id=str(uuid.uuid4()), user=users[int(user)], k=k)
-            sent_at[request.request_id] = time.monotonic()
-            send(producer, settings, request)
-            report_progress(False)
-        if producer.flush(60) != 0:
+    with load:
+        load.send(
+            users, rate, k, duration_s=duration_s, seed=seed, stop=stop, tick=lambda: report_progress(False)
+        )
+        if load.flush(60) != 0:
             raise ClientError("requests were not acknowledged by Kafka within 60s")
-        drain_until = time.monotonic() + drain_s
         # Draining goes on after `stop`: it ends the sending, and the replies still count.
-        while time.monotonic() < drain_until:
-            if collector.settled(sent_at):
-                break
-            report_progress(True)
-            time.sleep(0.1)
-        elapsed = time.monotonic() - start
-    finally:
-        collector.close()
+        load.drain(drain_s, tick=lambda: report_progress(True))
+        elapsed = time.monotonic() - load.start
+    sent_at = dict(zip(load.ids, load.sent_at, strict=True))
 
     report = LoadReport(sent=len(sent_at), elapsed_s=elapsed)
     for request_id, sent in sent_at.items():

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Self
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -36,20 +36,28 @@ class ConfigError(Exception):
     """A configuration value is missing or invalid; the message is one readable line."""
 
 
-def kafka_properties_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def kafka_properties_from_env(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Map every `KAFKA_FOO_BAR=value` variable onto the librdkafka property `foo.bar`.
 
     This is how TLS/SASL settings reach the clients without code changes, e.g.
     `KAFKA_SECURITY_PROTOCOL=SASL_SSL`, `KAFKA_SASL_MECHANISM=SCRAM-SHA-512`,
-    `KAFKA_SASL_USERNAME`, `KAFKA_SASL_PASSWORD`, `KAFKA_SSL_CA_LOCATION`.
+    `KAFKA_SASL_USERNAME`, `KAFKA_SASL_PASSWORD`, `KAFKA_SSL_CA_LOCATION`. `overrides` (properties)
+    win over the variables.
     """
     env = os.environ if environ is None else environ
-    props = {}
-    for name, value in env.items():
-        if name.startswith(KAFKA_ENV_PREFIX) and len(name) > len(KAFKA_ENV_PREFIX):
-            props[name[len(KAFKA_ENV_PREFIX) :].lower().replace("_", ".")] = value
+    props = _kafka_variables(env) | dict(overrides or {})
     props.setdefault("bootstrap.servers", "127.0.0.1:9092")
     return props
+
+
+def _kafka_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    return {
+        name[len(KAFKA_ENV_PREFIX) :].lower().replace("_", "."): value
+        for name, value in environ.items()
+        if name.startswith(KAFKA_ENV_PREFIX) and len(name) > len(KAFKA_ENV_PREFIX)
+    }
 
 
 def redact_kafka_properties(props: Mapping[str, str]) -> dict[str, str]:
@@ -86,6 +94,10 @@ class Settings(BaseSettings):
 
     log_level: str = Field("INFO", description="Python logging level.")
 
+    # librdkafka properties given in code (`load(kafka_properties=...)`), over the `KAFKA_*` variables.
+    # Private, so no variable sets it and it is not a setting of its own.
+    _kafka_overrides: dict[str, str] = PrivateAttr(default_factory=dict)
+
     @field_validator("minio_endpoint")
     @classmethod
     def _endpoint_has_no_scheme(cls, value: str) -> str:
@@ -112,15 +124,30 @@ class Settings(BaseSettings):
     @property
     def kafka(self) -> KafkaClientProperties:
         """librdkafka properties from the `KAFKA_*` variables (read when asked)."""
-        return KafkaClientProperties(kafka_properties_from_env())
+        return KafkaClientProperties(kafka_properties_from_env(overrides=self._kafka_overrides))
 
     @classmethod
-    def load(cls, **overrides: Any) -> Self:
-        """Read the environment; raise `ConfigError` with one line per bad variable."""
+    def load(cls, *, kafka_properties: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        """Read the environment, with `overrides` (field values) and `kafka_properties` (librdkafka
+        properties) over it; raise `ConfigError` with one line per bad variable."""
         try:
-            return cls(**overrides)
+            settings = cls(**overrides)
         except ValidationError as exc:
             raise ConfigError(_invalid_configuration(exc, cls.model_config.get("env_prefix", ""))) from None
+        settings._kafka_overrides = dict(kafka_properties or {})
+        return settings
+
+    @classmethod
+    def load_from(cls, variables: Mapping[str, str]) -> Self:
+        """`load` as if `variables` (upper-case names) were set in the environment, without setting
+        them: os.environ is the whole process's, and every later child process would inherit them."""
+        prefix = cls.model_config.get("env_prefix", "")
+        fields = {
+            name: variables[(prefix + name).upper()]
+            for name in cls.model_fields
+            if (prefix + name).upper() in variables
+        }
+        return cls.load(kafka_properties=_kafka_variables(variables), **fields)
 
 
 def _invalid_configuration(exc: ValidationError, env_prefix: str) -> str:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import click
 import pandas as pd
+from click_option_group import RequiredMutuallyExclusiveOptionGroup, optgroup
 from pydantic import Field
 
+from common.cli import OrderedGroup, settings_options
 from common.progress import ProgressLine
 from common.settings import Settings
 from common.storage import ObjectStore
@@ -34,63 +38,99 @@ class DataPublisherSettings(Settings):
     )
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "datapublisher",
-        help="publish purchase-history snapshots to MinIO",
-        description="Publish a snapshot of purchase history under data/snapshots/<id>/ and move "
-        "data/current.json to it once it is complete.",
-    )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    publish = actions.add_parser(
-        "publish",
-        help="generate or import purchases and publish them",
-        description="Generate synthetic purchases or import a file, then publish it as the current "
-        "snapshot and keep the newest --keep snapshots. Malformed rows are skipped and reported with "
-        "their line numbers; a file with no valid rows, or with more malformed rows than "
-        "MAX_BAD_FRACTION (default 1%), is refused and data/current.json stays as it was.",
-    )
-    source = publish.add_mutually_exclusive_group(required=True)
-    source.add_argument("--generate", action="store_true", help="synthetic purchases (see --preset)")
-    source.add_argument("--csv", type=Path, metavar="FILE", help="generic CSV with a header row")
-    source.add_argument("--parquet", type=Path, metavar="FILE", help="generic Parquet table")
-    source.add_argument("--lightbend", type=Path, metavar="FILE", help="original customerId,products CSV")
-
-    gen = publish.add_argument_group("generator (--generate)")
-    gen.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default="default",
-        help="size preset: default = 50k users, 5k products, 1M purchases; small for tests",
-    )
-    gen.add_argument("--users", type=int, help="number of users (overrides the preset)")
-    gen.add_argument("--products", type=int, help="number of products (overrides the preset)")
-    gen.add_argument("--purchases", type=int, help="number of purchases (overrides the preset)")
-    gen.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same data")
-
-    cols = publish.add_argument_group("column names (--csv, --parquet)")
-    cols.add_argument("--user-column", default="user", help="column holding the user id (default user)")
-    cols.add_argument("--product-column", default="product", help="column holding the product id")
-    cols.add_argument(
-        "--quantity-column",
-        default="quantity",
-        help="column holding the quantity; 1 when the file has no such column",
-    )
-    cols.add_argument(
-        "--timestamp-column", default="timestamp", help="column holding epoch milliseconds or ISO-8601 times"
-    )
-
-    publish.add_argument("--keep", type=int, help="snapshots to keep (default SNAPSHOTS_KEEP, 3)")
-    publish.add_argument(
-        "--max-bad-rows-shown",
-        type=int,
-        default=20,
-        help="malformed rows listed with their line numbers (default 20)",
-    )
-    parser.set_defaults(handler=run)
+FILE = click.Path(path_type=Path)  # existence is checked later, with the one-line import errors
 
 
-def _load(args: argparse.Namespace) -> tuple[pd.DataFrame, ImportReport | None]:
+@dataclass(frozen=True)
+class Source:
+    """Where the purchases come from: the generator's sizes or a file and its columns."""
+
+    generate: bool
+    csv: Path | None
+    parquet: Path | None
+    lightbend: Path | None
+    preset: str
+    users: int | None
+    products: int | None
+    purchases: int | None
+    seed: int
+    user_column: str
+    product_column: str
+    quantity_column: str
+    timestamp_column: str
+    max_bad_rows_shown: int
+
+
+command = OrderedGroup(
+    "datapublisher",
+    short_help="publish purchase-history snapshots to MinIO",
+    help="Publish a snapshot of purchase history under data/snapshots/<id>/ and move data/current.json "
+    "to it once it is complete.",
+)
+
+
+@command.command(
+    "publish",
+    short_help="generate or import purchases and publish them",
+    help="Generate synthetic purchases or import a file, then publish it as the current snapshot and keep "
+    "the newest --keep snapshots. Malformed rows are skipped and reported with their line numbers; a file "
+    "with no valid rows, or with more malformed rows than MAX_BAD_FRACTION (default 1%), is refused and "
+    "data/current.json stays as it was.",
+)
+@optgroup.group("source", cls=RequiredMutuallyExclusiveOptionGroup)
+@optgroup.option("--generate", is_flag=True, help="synthetic purchases (see --preset)")
+@optgroup.option("--csv", type=FILE, help="generic CSV with a header row")
+@optgroup.option("--parquet", type=FILE, help="generic Parquet table")
+@optgroup.option("--lightbend", type=FILE, help="original customerId,products CSV")
+@optgroup.group("generator (--generate)")
+@optgroup.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    default="default",
+    help="size preset: default = 50k users, 5k products, 1M purchases; small for tests",
+)
+@optgroup.option("--users", type=int, help="number of users (overrides the preset)")
+@optgroup.option("--products", type=int, help="number of products (overrides the preset)")
+@optgroup.option("--purchases", type=int, help="number of purchases (overrides the preset)")
+@optgroup.option("--seed", type=int, default=0, help="random seed; the same seed gives the same data")
+@optgroup.group("column names (--csv, --parquet)")
+@optgroup.option("--user-column", default="user", help="column holding the user id (default user)")
+@optgroup.option("--product-column", default="product", help="column holding the product id")
+@optgroup.option(
+    "--quantity-column",
+    default="quantity",
+    help="column holding the quantity; 1 when the file has no such column",
+)
+@optgroup.option(
+    "--timestamp-column", default="timestamp", help="column holding epoch milliseconds or ISO-8601 times"
+)
+@settings_options(DataPublisherSettings, snapshots_keep="--keep")
+@click.option(
+    "--max-bad-rows-shown",
+    type=int,
+    default=20,
+    help="malformed rows listed with their line numbers (default 20)",
+)
+def publish_command(overrides: dict[str, Any], **source: Any) -> int:
+    settings = DataPublisherSettings.load(**overrides)
+    try:
+        frame, report = _load(Source(**source))
+        if report is not None:
+            report.check(settings.max_bad_fraction)
+    except (ImportRefused, ValueError) as exc:
+        print(f"error: {exc}; data/current.json is unchanged", file=sys.stderr)
+        return 1
+    if report is not None and report.bad_rows:
+        print(f"skipped {report.bad_rows} malformed row(s): {report.describe_bad_rows()}", file=sys.stderr)
+    pointer = publish_snapshot(ObjectStore.from_settings(settings), frame, settings.snapshots_keep)
+    print(
+        f"published snapshot {pointer.snapshot_id}: {pointer.rows:,} rows, {pointer.users:,} users, "
+        f"{pointer.products:,} products -> {settings.minio_bucket}/{pointer.path}"
+    )
+    return 0
+
+
+def _load(args: Source) -> tuple[pd.DataFrame, ImportReport | None]:
     if args.generate:
         preset = PRESETS[args.preset]
         users = args.users or preset.users
@@ -119,26 +159,3 @@ def _load(args: argparse.Namespace) -> tuple[pd.DataFrame, ImportReport | None]:
         if args.parquet:
             return import_parquet(path, columns, args.max_bad_rows_shown, progress)
         return import_lightbend(path, args.max_bad_rows_shown, progress)
-
-
-def run(args: argparse.Namespace) -> int:
-    settings = DataPublisherSettings.load()
-    keep = args.keep if args.keep is not None else settings.snapshots_keep
-    if keep < 1:
-        print("error: --keep must be at least 1", file=sys.stderr)
-        return 2
-    try:
-        frame, report = _load(args)
-        if report is not None:
-            report.check(settings.max_bad_fraction)
-    except (ImportRefused, ValueError) as exc:
-        print(f"error: {exc}; data/current.json is unchanged", file=sys.stderr)
-        return 1
-    if report is not None and report.bad_rows:
-        print(f"skipped {report.bad_rows} malformed row(s): {report.describe_bad_rows()}", file=sys.stderr)
-    pointer = publish_snapshot(ObjectStore.from_settings(settings), frame, keep)
-    print(
-        f"published snapshot {pointer.snapshot_id}: {pointer.rows:,} rows, {pointer.users:,} users, "
-        f"{pointer.products:,} products -> {settings.minio_bucket}/{pointer.path}"
-    )
-    return 0

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+import click
 
 from recommender import cli
 
@@ -11,8 +12,8 @@ from recommender import cli
 COMMAND_MODULES = ["local.stack.cli", "tfserving.cli", "local.demo"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return cli.build_parser(
+def build_group() -> click.Group:
+    return cli.build_group(
         "recommender-local",
         "Local mode of the streaming recommender: the real Kafka + MinIO as local processes, the "
         "TF-Serving stand-in and the whole system in one command. The components themselves are "
@@ -22,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.run(build_parser(), argv)
+    return cli.run(build_group(), argv)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ model swaps a -> b -> a ... with no failed request. Ctrl-C stops everything.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -19,9 +18,12 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from common.retry import Backoff, poll
+import click
+
 from datapublisher.generate import PRESETS
 from local.stack.servers import http_get
 
@@ -32,29 +34,42 @@ MISSING_HINTS = {
 }
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="run the whole system locally with live figures and a model swap under load",
-        description=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--preset", choices=sorted(PRESETS), default="small", help="data size (default: small)"
-    )
-    parser.add_argument("--rate", type=float, default=100.0, help="requests per second (default: 100)")
-    parser.add_argument(
-        "--retrain-every", type=float, default=60.0, metavar="SECONDS",
-        help="publish fresh data and re-run the pipeline this long after the last run ended (default: 60)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--swaps", type=int, default=0, help="stop by itself after this many model swaps (default: 0, never)"
-    )
-    parser.add_argument(
-        "--workdir", type=Path, help="where logs and data go (default: a temporary directory)"
-    )
-    parser.add_argument("--http-port", type=int, default=8080, help="model server / status page port (8080)")
-    parser.set_defaults(handler=run)
+@dataclass(frozen=True)
+class DemoArgs:
+    """The `recommender-local demo` command line."""
+
+    preset: str
+    rate: float
+    retrain_every: float
+    swaps: int
+    workdir: Path | None
+    http_port: int
+
+
+@click.command(
+    "demo",
+    short_help="run the whole system locally with live figures and a model swap under load",
+    help=__doc__.split("\n\n", 1)[1],
+)
+@click.option(
+    "--preset", type=click.Choice(sorted(PRESETS)), default="small", help="data size (default: small)"
+)
+@click.option("--rate", type=float, default=100.0, help="requests per second (default: 100)")
+@click.option(
+    "--retrain-every", type=float, default=60.0, metavar="SECONDS",
+    help="publish fresh data and re-run the pipeline this long after the last run ended (default: 60)",
+)  # fmt: skip
+@click.option(
+    "--swaps", type=int, default=0, help="stop by itself after this many model swaps (default: 0, never)"
+)
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    help="where logs and data go (default: a temporary directory)",
+)
+@click.option("--http-port", type=int, default=8080, help="model server / status page port (8080)")
+def command(**options: Any) -> int:
+    return run(DemoArgs(**options))
 
 
 def missing_prerequisites() -> list[str]:
@@ -135,7 +150,7 @@ class PipelineRuns:
         return True
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: DemoArgs) -> int:
     problems = missing_prerequisites()
     if problems:
         for line in problems:
@@ -161,8 +176,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         _say("starting Kafka and MinIO")
         info = stack.up()
-        os.environ.update(info.env())
-        settings = Settings.load()
+        # What every process of the demo gets, this one included (through `load_from`); os.environ
+        # itself stays as it was.
+        env = {**os.environ, **info.env()}
+        settings = Settings.load_from(env)
         ObjectStore.from_settings(settings).ensure_bucket()
         ensure_topics(settings)
         _say(
@@ -172,15 +189,15 @@ def run(args: argparse.Namespace) -> int:
 
         _say("starting serving instances a and b (model sync + TF-Serving-compatible server)")
         for name in ("a", "b"):
-            serving = ServingInstance(workdir / f"serving-{name}", name, env=dict(os.environ))
+            serving = ServingInstance(workdir / f"serving-{name}", name, env=dict(env))
             serving.start()
             instances.append(serving)
-            os.environ.update(serving.env())
-        server = ModelServerProcess(workdir / "modelserver", dict(os.environ), http_port=args.http_port)
+            env |= serving.env()
+        server = ModelServerProcess(workdir / "modelserver", dict(env), http_port=args.http_port)
         server.start()
         _say(f"model server up; status page: {server.url}/")
 
-        pipeline = PipelineRuns(workdir, dict(os.environ), args.preset)
+        pipeline = PipelineRuns(workdir, dict(env), args.preset)
         if not pipeline.run(stop):
             return 0 if stop.is_set() else 1
         if not _wait_ready(server, stop):
@@ -204,11 +221,7 @@ def run(args: argparse.Namespace) -> int:
 def _wait_ready(server, stop: threading.Event, timeout: float = 180.0) -> bool:
     """Block until the model server has switched to the published model (/readyz answers 200)."""
 
-    def ready() -> dict | None:
-        answer = server.get_json("/readyz")
-        return answer[1] if answer is not None and answer[0] == 200 else None
-
-    route = poll(ready, Backoff(0.5), timeout, cancel=stop)
+    route = server.wait_route(timeout, cancel=stop)
     if route is not None:
         _say(f"model server serving instance {route['instance']} version {route['version']}")
     return route is not None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
+from common.retry import Backoff, poll
 from local.stack.servers import HOST, ManagedServer, free_port, http_get
 
 
@@ -43,3 +45,13 @@ class ModelServerProcess(ManagedServer):
     def ready(self) -> bool:
         answer = self.get("/healthz")
         return answer is not None and answer[0] == 200
+
+    def wait_route(self, timeout: float, cancel: threading.Event | None = None) -> dict | None:
+        """Block until `/readyz` answers 200 (the server routes to a live model) and return its body,
+        the route; None after `timeout` seconds or once `cancel` is set."""
+
+        def route() -> dict | None:
+            answer = self.get_json("/readyz")
+            return answer[1] if answer is not None and answer[0] == 200 else None
+
+        return poll(route, Backoff(0.5), timeout, cancel=cancel)

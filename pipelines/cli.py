@@ -3,18 +3,21 @@ locally, and once by itself to give a fresh release its first model."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
+from click_option_group import RequiredMutuallyExclusiveOptionGroup, optgroup
 from pydantic import Field
 
+from common.cli import OrderedGroup, settings_options
 from common.settings import ServingSettings
 from datapublisher.generate import PRESETS
 from pipelines import DEFAULT_IMAGE, PIPELINE_NAME
@@ -47,92 +50,148 @@ class PipelineError(Exception):
     """A pipeline command failed for a reason the user can act on; the message is one line."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "pipeline",
-        help="compile, upload, schedule or run the training pipeline, or bootstrap a release",
-        description="The KFP v2 training pipeline: data -> train -> evaluate (quality gate) -> export to "
-        "the idle instance -> publish. KFP_HOST (or --host) names the KFP API for upload and schedule; "
-        "--release NAME --namespace NS (or --params-from DIR, the release's ConfigMap mounted as a volume) "
-        "takes the parameters and the image from a Helm release.",
-    )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    def add_release_options(action: argparse.ArgumentParser) -> None:
-        action.add_argument(
-            "--release",
-            help="take the parameters and the image from this Helm release's pipeline ConfigMap "
-            "(through the Kubernetes API; --param still wins)",
-        )
-        action.add_argument("--namespace", help="the release's namespace (required with --release)")
-        action.add_argument(
-            "--params-from", type=Path, metavar="DIR",
-            help="take the parameters from the release's pipeline ConfigMap mounted as a volume at DIR "
-            "(one file per key; no Kubernetes API needed; --param still wins)",
-        )  # fmt: skip
-        action.add_argument(
-            "--param", action="append", default=[], metavar="NAME=VALUE",
-            help="a pipeline parameter (repeatable)",
-        )  # fmt: skip
-
-    compile_ = actions.add_parser("compile", help="write the pipeline package YAML for the KFP UI")
-    compile_.add_argument("--output", type=Path, default=DEFAULT_PACKAGE, help="default: %(default)s")
-    compile_.add_argument("--image", help=f"component image (default: PIPELINE_IMAGE, {DEFAULT_IMAGE})")
-
-    upload = actions.add_parser("upload", help="create the pipeline, or a new version of it, on KFP")
-    upload.add_argument("--host", help="KFP API endpoint (default: KFP_HOST)")
-    upload.add_argument("--name", default=PIPELINE_NAME, help="pipeline name (default: %(default)s)")
-    upload.add_argument("--version", help="version name (default: a timestamp)")
-    upload.add_argument("--image", help="component image (default: the release's, else PIPELINE_IMAGE)")
-    add_release_options(upload)
-
-    schedule = actions.add_parser(
-        "schedule",
-        help="create a recurring run (max_concurrency=1, no catch-up)",
-        description="Create a recurring run of the pipeline. Runs never overlap (max_concurrency=1: two "
-        "runs would target the same idle instance) and missed intervals are not caught up.",
-    )
-    when = schedule.add_mutually_exclusive_group(required=True)
-    when.add_argument("--cron", help='KFP cron with seconds, e.g. "0 0 * * * *" (hourly)')
-    when.add_argument("--every", type=parse_interval, help="interval such as 30m, 1h, 1d")
-    schedule.add_argument("--host", help="KFP API endpoint (default: KFP_HOST)")
-    schedule.add_argument("--name", default=f"{PIPELINE_NAME}-recurring", help="default: %(default)s")
-    schedule.add_argument("--image", help="component image (default: the release's, else PIPELINE_IMAGE)")
-    add_release_options(schedule)
-
-    run_ = actions.add_parser("run", help="run the pipeline locally with kfp.local against the local stack")
-    run_.add_argument("--local", action="store_true", required=True, help="run with kfp.local (required)")
-    run_.add_argument("--every", type=parse_interval, help="repeat every interval (e.g. 10m) until Ctrl-C")
-    run_.add_argument("--publish-new-data", action="store_true", help="generate and publish data first")
-    add_release_options(run_)
-
-    bootstrap = actions.add_parser(
-        "bootstrap",
-        help="give a fresh release its first model: data if there is none, then one local run",
-        description="Make an empty bucket and empty topics serve a model, with no manual step (the Helm "
-        "chart's bootstrap Job). Creates the bucket and topics if missing (as `recommender init`) and "
-        "settles a publish a crash left pending. When models/serving.json then names a live model, nothing "
-        "is trained and no data is published (so re-running it, e.g. on every helm upgrade, is cheap). "
-        "Otherwise it publishes generated data if there is no current snapshot (data/current.json), runs "
-        "the pipeline once locally (as `pipeline run --local`) and fails unless the run published a model. "
-        "Either way, if the idle instance holds no model version, the live model is copied there, "
-        "unannounced: TF-Serving answers only once a version exists, so until then that pod is never ready.",
-    )
-    bootstrap.add_argument(
-        "--data-preset", choices=sorted(PRESETS), default="small",
-        help="size of the data generated when there is none: small (2k users, 300 products, 40k "
-        "purchases; trains in about a minute, the default) or default (50k users, 5k products, 1M purchases)",
-    )  # fmt: skip
-    add_release_options(bootstrap)
-    parser.set_defaults(handler=run)
-
-
 def parse_interval(text: str) -> int:
     """'90s', '10m', '1h', '1d' -> seconds."""
     match = re.fullmatch(r"(\d+)([smhd])", text.strip())
     if not match or int(match.group(1)) == 0:
-        raise argparse.ArgumentTypeError(f"expected an interval like 30s, 10m, 1h or 1d, got {text!r}")
+        raise ValueError(f"expected an interval like 30s, 10m, 1h or 1d, got {text!r}")
     return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+@dataclass(frozen=True)
+class PipelineArgs:
+    """One `recommender pipeline ACTION` command line, as `run` carries it out."""
+
+    action: str
+    overrides: dict[str, Any] = field(default_factory=dict)  # settings given as flags
+    release: str | None = None
+    namespace: str | None = None
+    params_from: Path | None = None
+    param: tuple[str, ...] = ()
+    output: Path = DEFAULT_PACKAGE
+    image: str | None = None
+    name: str = PIPELINE_NAME
+    version: str | None = None
+    cron: str | None = None
+    every: int | None = None
+    publish_new_data: bool = False
+    data_preset: str = "small"
+
+
+command = OrderedGroup(
+    "pipeline",
+    short_help="compile, upload, schedule or run the training pipeline, or bootstrap a release",
+    help="The KFP v2 training pipeline: data -> train -> evaluate (quality gate) -> export to the idle "
+    "instance -> publish. KFP_HOST (or --host) names the KFP API for upload and schedule; --release NAME "
+    "--namespace NS (or --params-from DIR, the release's ConfigMap mounted as a volume) takes the "
+    "parameters and the image from a Helm release.",
+)
+
+
+@command.result_callback()
+def _run_parsed(args: PipelineArgs) -> int:
+    # Each action returns its parsed command line, so a test can parse one without running it.
+    return run(args)
+
+
+def _release_options(action: Callable[..., PipelineArgs]) -> Callable[..., PipelineArgs]:
+    for option in reversed(
+        [
+            click.option(
+                "--release",
+                help="take the parameters and the image from this Helm release's pipeline ConfigMap "
+                "(through the Kubernetes API; --param still wins)",
+            ),
+            click.option("--namespace", help="the release's namespace (required with --release)"),
+            click.option(
+                "--params-from",
+                type=click.Path(path_type=Path),
+                metavar="DIR",
+                help="take the parameters from the release's pipeline ConfigMap mounted as a volume at DIR "
+                "(one file per key; no Kubernetes API needed; --param still wins)",
+            ),
+            click.option(
+                "--param", multiple=True, metavar="NAME=VALUE", help="a pipeline parameter (repeatable)"
+            ),
+        ]
+    ):
+        action = option(action)
+    return action
+
+
+_IMAGE_FROM_RELEASE = click.option(
+    "--image", help="component image (default: the release's, else PIPELINE_IMAGE)"
+)
+_KFP_HOST = settings_options(PipelineSettings, kfp_host="--host")
+
+
+@command.command("compile", short_help="write the pipeline package YAML for the KFP UI")
+@click.option("--output", type=click.Path(path_type=Path), default=DEFAULT_PACKAGE, show_default=True)
+@settings_options(PipelineSettings, pipeline_image="--image")
+def compile_command(output: Path, overrides: dict[str, Any]) -> PipelineArgs:
+    return PipelineArgs("compile", overrides, output=output)
+
+
+@command.command("upload", short_help="create the pipeline, or a new version of it, on KFP")
+@_KFP_HOST
+@click.option("--name", default=PIPELINE_NAME, show_default=True, help="pipeline name")
+@click.option("--version", help="version name (default: a timestamp)")
+@_IMAGE_FROM_RELEASE
+@_release_options
+def upload_command(overrides: dict[str, Any], **options: Any) -> PipelineArgs:
+    return PipelineArgs("upload", overrides, **options)
+
+
+@command.command(
+    "schedule",
+    short_help="create a recurring run (max_concurrency=1, no catch-up)",
+    help="Create a recurring run of the pipeline. Runs never overlap (max_concurrency=1: two runs would "
+    "target the same idle instance) and missed intervals are not caught up.",
+)
+@optgroup.group("when", cls=RequiredMutuallyExclusiveOptionGroup)
+@optgroup.option("--cron", help='KFP cron with seconds, e.g. "0 0 * * * *" (hourly)')
+@optgroup.option("--every", type=parse_interval, metavar="INTERVAL", help="interval such as 30m, 1h, 1d")
+@_KFP_HOST
+@click.option("--name", default=f"{PIPELINE_NAME}-recurring", show_default=True)
+@_IMAGE_FROM_RELEASE
+@_release_options
+def schedule_command(overrides: dict[str, Any], **options: Any) -> PipelineArgs:
+    return PipelineArgs("schedule", overrides, **options)
+
+
+@command.command("run", short_help="run the pipeline locally with kfp.local against the local stack")
+@click.option("--local", is_flag=True, required=True, help="run with kfp.local (required)")
+@click.option(
+    "--every", type=parse_interval, metavar="INTERVAL", help="repeat every interval (e.g. 10m) until Ctrl-C"
+)
+@click.option("--publish-new-data", is_flag=True, help="generate and publish data first")
+@_release_options
+def run_command(local: bool, **options: Any) -> PipelineArgs:  # --local only says how it runs
+    return PipelineArgs("run", **options)
+
+
+@command.command(
+    "bootstrap",
+    short_help="give a fresh release its first model: data if there is none, then one local run",
+    help="Make an empty bucket and empty topics serve a model, with no manual step (the Helm chart's "
+    "bootstrap Job). Creates the bucket and topics if missing (as `recommender init`) and settles a publish "
+    "a crash left pending. When models/serving.json then names a live model, nothing is trained and no "
+    "data is published (so re-running it, e.g. on every helm upgrade, is cheap). Otherwise it publishes "
+    "generated data if there is no current snapshot (data/current.json), runs the pipeline once locally "
+    "(as `pipeline run --local`) and fails unless the run published a model. Either way, if the idle "
+    "instance holds no model version, the live model is copied there, unannounced: TF-Serving answers "
+    "only once a version exists, so until then that pod is never ready.",
+)
+@click.option(
+    "--data-preset",
+    type=click.Choice(sorted(PRESETS)),
+    default="small",
+    help="size of the data generated when there is none: small (2k users, 300 products, 40k purchases; "
+    "trains in about a minute, the default) or default (50k users, 5k products, 1M purchases)",
+)
+@_release_options
+def bootstrap_command(**options: Any) -> PipelineArgs:
+    return PipelineArgs("bootstrap", **options)
 
 
 def pipeline_signature() -> dict[str, str]:
@@ -142,7 +201,7 @@ def pipeline_signature() -> dict[str, str]:
     return {name: spec.type for name, spec in (build_pipeline().component_spec.inputs or {}).items()}
 
 
-def parse_params(pairs: list[str], signature: dict[str, str] | None = None) -> dict[str, Any]:
+def parse_params(pairs: Sequence[str], signature: dict[str, str] | None = None) -> dict[str, Any]:
     """NAME=VALUE pairs, typed by the pipeline's own parameter types."""
     signature = signature if signature is not None else pipeline_signature()
     params: dict[str, Any] = {}
@@ -167,9 +226,7 @@ def compile_package(output: Path, image: str, defaults: dict[str, Any] | None = 
 ReleaseReader = Callable[[str, str], tuple[dict[str, str], str]]
 
 
-def release_parameters(
-    args: argparse.Namespace, signature: dict[str, str], reader: ReleaseReader
-) -> ReleaseConfig:
+def release_parameters(args: PipelineArgs, signature: dict[str, str], reader: ReleaseReader) -> ReleaseConfig:
     """The release's parameters and image when --release or --params-from is given, nothing otherwise."""
     if args.namespace and not args.release:
         raise PipelineError("--namespace only goes with --release")
@@ -264,14 +321,14 @@ def run_local(settings: PipelineSettings, arguments: dict[str, Any]) -> dict[str
 
 
 def run(
-    args: argparse.Namespace,
+    args: PipelineArgs,
     client_factory: Callable[[str | None], Any] = kfp_client,
     release_reader: ReleaseReader = read_release_data,
 ) -> int:
-    settings = PipelineSettings.load()
+    settings = PipelineSettings.load(**args.overrides)
     try:
         if args.action == "compile":
-            path = compile_package(args.output, args.image or settings.pipeline_image)
+            path = compile_package(args.output, settings.pipeline_image)
             print(f"wrote {path}: upload it in the KFP UI (Pipelines -> Upload pipeline)")
             return 0
         signature = pipeline_signature()
@@ -285,7 +342,7 @@ def run(
 
             return bootstrap(settings, params, args.data_preset)
         image = args.image or release.image or settings.pipeline_image
-        client = client_factory(args.host or settings.kfp_host)
+        client = client_factory(settings.kfp_host)
         with tempfile.TemporaryDirectory() as tmp:
             # The release's values become the package's defaults, so runs made in the UI get them too.
             package = compile_package(Path(tmp) / "pipeline.yaml", image, params)

@@ -1,20 +1,21 @@
 """Entry point of the `recommender` command.
 
-Each component module exposes `register(subparsers)`, which adds its subcommand and sets
-a `handler(args) -> int`. Configuration errors end in one readable line and exit code 2.
+Each component module exposes `command`, a click command or group returning the exit code.
+Configuration errors end in one readable line and exit code 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import sys
 
+import click
 import urllib3
 from confluent_kafka import KafkaError, KafkaException
 from minio.error import MinioException
 
+from common.cli import OrderedGroup
 from common.errors import first_line
 from common.settings import ConfigError
 
@@ -35,28 +36,32 @@ DESCRIPTION = (
     "trains and swaps without losing a request. Configuration comes from environment variables; "
     "see README.md."
 )
+# `-h` as well as `--help`; help as wide as the terminal allows, up to the code's line length.
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 
-def build_parser(
-    prog: str = "recommender", description: str = DESCRIPTION, modules: list[str] = COMMAND_MODULES
-) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def build_group(
+    name: str = "recommender", description: str = DESCRIPTION, modules: list[str] = COMMAND_MODULES
+) -> click.Group:
+    group = OrderedGroup(name, help=description, context_settings=CONTEXT)
     for module in modules:
-        importlib.import_module(module).register(subparsers)
-    return parser
+        group.add_command(importlib.import_module(module).command)
+    return group
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser(), argv)
+    return run(build_group(), argv)
 
 
-def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
-    """Parse `argv`, run the chosen command's handler; a known failure ends in one line."""
-    args = parser.parse_args(argv)
+def run(group: click.Group, argv: list[str] | None = None) -> int:
+    """Parse `argv`, run the chosen command; a known failure ends in one line."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return args.handler(args)
+        # Not standalone: the command's return value is the exit code, and errors reach the handlers below.
+        return group.main(argv, prog_name=group.name, standalone_mode=False)
+    except click.ClickException as exc:  # a usage error: click's message, exit 2
+        exc.show()
+        return exc.exit_code
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -72,7 +77,7 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
         reason = f"{error.name()}: {error.str()}" if isinstance(error, KafkaError) else str(error)
         print(f"error: Kafka failed: {reason} (the librdkafka log above names the cause)", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except click.Abort:  # click's form of KeyboardInterrupt
         return 130
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 
+import click
 from pydantic import Field
 
 from common.kafka import ensure_topics
@@ -19,18 +19,13 @@ class InitSettings(Settings):
     topic_replication_factor: int = Field(1, ge=1, le=10, description="Replication factor of new topics.")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "init",
-        help="create the MinIO bucket and the Kafka topics if missing",
-        description="Create the bucket (MINIO_BUCKET) and the four topics (TOPIC_*), with "
-        "TOPIC_PARTITIONS partitions for requests and replies and model-updates compacted. "
-        "Existing ones are left as they are.",
-    )
-    parser.set_defaults(handler=run)
-
-
-def run(args: argparse.Namespace) -> int:
+@click.command(
+    "init",
+    short_help="create the MinIO bucket and the Kafka topics if missing",
+    help="Create the bucket (MINIO_BUCKET) and the four topics (TOPIC_*), with TOPIC_PARTITIONS "
+    "partitions for requests and replies and model-updates compacted. Existing ones are left as they are.",
+)
+def command() -> int:
     settings = InitSettings.load()
     ObjectStore.from_settings(settings).ensure_bucket()
     created = ensure_topics(settings, settings.topic_partitions, settings.topic_replication_factor)

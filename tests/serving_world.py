@@ -25,6 +25,7 @@ from common.storage import SERVING_RECORD, ObjectStore
 from local.modelserver import ModelServerProcess
 from local.stack import StackInfo
 from local.stack.serving import ServingInstance
+from local.world import announce, fresh_topics
 from tests.waiting import wait_until
 
 
@@ -37,15 +38,7 @@ class World:
     metrics: dict
 
     def update(self, instance: str) -> ModelUpdate:
-        serving = self.instances[instance]
-        return ModelUpdate(
-            model=serving.model_name,
-            instance=instance,
-            url=serving.rest_url,
-            grpc=serving.grpc_target,
-            version=self.versions[instance],
-            metrics=self.metrics,
-        )
+        return self.instances[instance].model_update(self.versions[instance], self.metrics)
 
 
 @pytest.fixture(scope="module")
@@ -101,14 +94,7 @@ def world(stack_info: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> It
 @pytest.fixture
 def topics_env(world: World, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The world's environment with fresh topics for this test; also set in os.environ."""
-    suffix = uuid.uuid4().hex[:8]
-    env = world.env | {
-        "TOPIC_REQUESTS": f"requests-{suffix}",
-        "TOPIC_REPLIES": f"replies-{suffix}",
-        "TOPIC_DLQ": f"dlq-{suffix}",
-        "TOPIC_MODEL_UPDATES": f"model-updates-{suffix}",
-        "MODELSERVER_GROUP_ID": f"modelserver-{suffix}",
-    }
+    env = world.env | fresh_topics()
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     ensure_topics(Settings.load(), partitions=2)
@@ -141,10 +127,8 @@ def answer_sentinels(settings: Settings, user: str, timeout: float = 60) -> list
 
 
 def publish_update(update: ModelUpdate) -> None:
-    settings = Settings.load()
-    producer = make_producer(settings)
-    producer.produce(settings.topic_model_updates, key=update.model.encode(), value=update.to_bytes())
-    assert producer.flush(15) == 0
+    """Announce `update` on this test's topics (those of `topics_env`, in os.environ)."""
+    announce(Settings.load(), update)
 
 
 @pytest.fixture

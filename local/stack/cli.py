@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+import click
+
+from common.cli import OrderedGroup
 from local.stack import provision
 from local.stack.servers import (
     KafkaServer,
@@ -30,53 +32,32 @@ def state_path() -> Path:
     return Path(os.environ.get("RECOMMENDER_STACK_STATE", default))
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "stack",
-        help="run the real local Kafka + MinIO as processes",
-        description="Provision (first run only), start, inspect and stop a local Apache Kafka (KRaft) "
-        "and MinIO. State, including generated credentials, is kept in "
-        "$RECOMMENDER_STACK_STATE (default ~/.cache/streaming-recommender/stack.json).",
-    )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("provision", help="fetch Kafka jars and build MinIO into the cache, start nothing")
-    up = actions.add_parser("up", help="start Kafka and MinIO and wait until both are ready")
-    up.add_argument("--workdir", type=Path, help="data directory (default: a new temporary directory)")
-    up.add_argument(
-        "--secure",
-        action="store_true",
-        help="Kafka over SASL_SSL (SCRAM-SHA-512) and MinIO over HTTPS, with a CA generated for this run",
-    )
-    actions.add_parser("status", help="show whether each server is running and ready")
-    actions.add_parser("env", help="print `export` lines that point the components at the stack")
-    actions.add_parser("down", help="stop both servers and delete their data")
-    parser.set_defaults(handler=run)
+command = OrderedGroup(
+    "stack",
+    short_help="run the real local Kafka + MinIO as processes",
+    help="Provision (first run only), start, inspect and stop a local Apache Kafka (KRaft) and MinIO. "
+    "State, including generated credentials, is kept in $RECOMMENDER_STACK_STATE (default "
+    "~/.cache/streaming-recommender/stack.json).",
+)
 
 
-def run(args: argparse.Namespace) -> int:
-    match args.action:
-        case "provision":
-            provision.provision_all()
-            print(f"Kafka jars: {provision.kafka_libs()}\nMinIO: {provision.minio_binary()}")
-            return 0
-        case "up":
-            return _up(args.workdir, args.secure)
-        case "status":
-            return _status()
-        case "env":
-            info = read_state(state_path())
-            if info is None:
-                print("the stack is not up; run `recommender-local stack up`", file=sys.stderr)
-                return 1
-            for name, value in info.env().items():
-                print(f"export {name}={value}")
-            return 0
-        case "down":
-            return _down()
-    raise AssertionError(args.action)
+@command.command("provision", short_help="fetch Kafka jars and build MinIO into the cache, start nothing")
+def provision_command() -> int:
+    provision.provision_all()
+    print(f"Kafka jars: {provision.kafka_libs()}\nMinIO: {provision.minio_binary()}")
+    return 0
 
 
-def _up(workdir: Path | None, secure: bool) -> int:
+@command.command("up", short_help="start Kafka and MinIO and wait until both are ready")
+@click.option(
+    "--workdir", type=click.Path(path_type=Path), help="data directory (default: a new temporary directory)"
+)
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="Kafka over SASL_SSL (SCRAM-SHA-512) and MinIO over HTTPS, with a CA generated for this run",
+)
+def up_command(workdir: Path | None, secure: bool) -> int:
     existing = read_state(state_path())
     if existing is not None and pid_alive(existing.kafka_pid) and pid_alive(existing.minio_pid):
         print(
@@ -96,7 +77,8 @@ def _up(workdir: Path | None, secure: bool) -> int:
     return 0
 
 
-def _status() -> int:
+@command.command("status", short_help="show whether each server is running and ready")
+def status_command() -> int:
     info = read_state(state_path())
     if info is None:
         print("the stack is not up")
@@ -122,7 +104,19 @@ def _status() -> int:
     return 0 if healthy else 1
 
 
-def _down() -> int:
+@command.command("env", short_help="print `export` lines that point the components at the stack")
+def env_command() -> int:
+    info = read_state(state_path())
+    if info is None:
+        print("the stack is not up; run `recommender-local stack up`", file=sys.stderr)
+        return 1
+    for name, value in info.env().items():
+        print(f"export {name}={value}")
+    return 0
+
+
+@command.command("down", short_help="stop both servers and delete their data")
+def down_command() -> int:
     info = read_state(state_path())
     if info is None:
         print("the stack is not up")

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from common.retry import Backoff, poll
+from common.schemas import ModelMetrics, ModelUpdate
 from local.stack.servers import HOST, ManagedServer, StackError, free_port, http_get
 
 DEFAULT_MODEL_NAME = "recommender"
@@ -128,6 +131,17 @@ class ServingInstance:
     @property
     def grpc_target(self) -> str:
         return self.server.grpc_target
+
+    def model_update(self, version: int, metrics: ModelMetrics | Mapping[str, Any]) -> ModelUpdate:
+        """The update that routes model servers to `version` on this instance, as the publisher's."""
+        return ModelUpdate(
+            model=self.model_name,
+            instance=self.instance,
+            url=self.rest_url,
+            grpc=self.grpc_target,
+            version=version,
+            metrics=metrics,
+        )
 
     def env(self) -> dict[str, str]:
         """The ServingSettings variables that point clients at this instance."""

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from datapublisher.generate import PRESETS
-from pipelines.cli import pipeline_signature, release_parameters
+from pipelines.cli import PipelineArgs, command, pipeline_signature, release_parameters
 from pipelines.release import release_config
-from recommender.cli import build_parser
 from tests.deploy.conftest import (
     CHART,
     FULL_VALUES,
@@ -36,6 +35,12 @@ def _jobs(manifests: list[dict]) -> list[dict]:
         for m in manifests
         if m["kind"] == "Job" and m["metadata"]["labels"]["app.kubernetes.io/component"] == "bootstrap"
     ]
+
+
+def _parse(argv: list[str]) -> PipelineArgs:
+    """`recommender pipeline ACTION ...` parsed, not run: an action returns its command line."""
+    assert argv[0] == "pipeline"
+    return command.commands[argv[1]].main(argv[2:], standalone_mode=False)
 
 
 def _no_kubernetes_api(release: str, namespace: str) -> tuple[dict[str, str], str]:
@@ -78,7 +83,7 @@ def test_the_job_runs_bootstrap_on_the_mounted_release_parameters(default: list[
     path, volume = _parameters_mount(job)
     assert bootstrap["args"] == ["pipeline", "bootstrap", "--params-from", path, "--data-preset", "small"]
     # The arguments are the CLI's own: they parse, and name the mounted folder.
-    args = build_parser().parse_args(bootstrap["args"])
+    args = _parse(bootstrap["args"])
     assert (args.action, args.params_from, args.data_preset) == ("bootstrap", Path(path), "small")
     # The volume is the release's pipeline ConfigMap.
     configmap = manifests[("ConfigMap", volume["configMap"]["name"])]
@@ -141,9 +146,7 @@ def test_the_mounted_configmap_reads_back_as_the_release_parameters(
     data = manifests[("ConfigMap", volume["configMap"]["name"])]["data"]
     # The kubelet's layout, at the Job's mount path moved under tmp_path.
     mounted = write_configmap_volume(tmp_path / path.lstrip("/"), data)
-    args = build_parser().parse_args(
-        [*container(job, "bootstrap")["args"][:2], "--params-from", str(mounted)]
-    )
+    args = _parse([*container(job, "bootstrap")["args"][:2], "--params-from", str(mounted)])
     signature = pipeline_signature()
     read = release_parameters(args, signature, reader=_no_kubernetes_api)
     assert read == release_config(data, signature, "the rendered ConfigMap")

@@ -23,9 +23,23 @@ from tests.deploy.settings_names import (
 )
 
 
+def _command_calls(node: ast.stmt) -> list[ast.Call]:
+    """The calls that make a module's `command`: its click decorator, or the group's constructor."""
+    if isinstance(node, ast.FunctionDef) and node.name == "command":
+        return [
+            d
+            for d in node.decorator_list
+            if isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute) and d.func.attr == "command"
+        ]
+    if isinstance(node, ast.Assign) and [getattr(t, "id", "") for t in node.targets] == ["command"]:
+        return [node.value] if isinstance(node.value, ast.Call) else []
+    return []
+
+
 def _registered_commands() -> set[str]:
-    """The top-level commands: the first `subparsers.add_parser("name", ...)` of each module that
-    recommender/cli.py lists in COMMAND_MODULES."""
+    """The top-level commands: the name that `command` gets (`@click.command("name", ...)` or
+    `command = OrderedGroup("name", ...)`) in each module that recommender/cli.py lists in
+    COMMAND_MODULES."""
     cli = ast.parse((REPO / "recommender" / "cli.py").read_text())
     [modules] = [
         node.value
@@ -39,13 +53,10 @@ def _registered_commands() -> set[str]:
         assert isinstance(element, ast.Constant)
         tree = ast.parse((REPO / (element.value.replace(".", "/") + ".py")).read_text())
         [name] = [
-            node.args[0].value
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "add_parser"
-            and getattr(node.func.value, "id", "") == "subparsers"
-            and isinstance(node.args[0], ast.Constant)
+            call.args[0].value
+            for node in tree.body
+            for call in _command_calls(node)
+            if isinstance(call.args[0], ast.Constant)
         ]
         commands.add(name)
     return commands

@@ -32,6 +32,7 @@ from common.storage import (
     model_version_prefix,
 )
 from modelpublisher.publisher import PAUSE_AT_VARIABLE, latest_update
+from pipelines.config import PipelineConfig
 from pipelines.steps import export_step, publish_step
 from tests.serving_world import World
 
@@ -42,7 +43,7 @@ BOUNDARIES = ["checked", "recorded", "announced"]  # before any write / pending 
 
 @pytest.fixture
 def env(world: World, topics_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The world with fresh topics, both instances' addresses, and every variable the steps set."""
+    """The world with fresh topics, both instances' addresses, and the publisher's variables."""
     extra = {
         **world.instances["a"].env(),
         **world.instances["b"].env(),
@@ -52,7 +53,8 @@ def env(world: World, topics_env: dict[str, str], monkeypatch: pytest.MonkeyPatc
         "PUBLISHER_TOLERANCE": "0.02",
         "KAFKA_BOOTSTRAP_SERVERS": topics_env["KAFKA_BOOTSTRAP_SERVERS"],
     }
-    # The pipeline steps write these into os.environ; setting them here makes the test restore them.
+    # In os.environ: the publisher process of kill_at reads them, and so do the steps' settings for
+    # what is not a pipeline parameter (PUBLISHER_LOAD_DEADLINE_SECONDS).
     for name, value in extra.items():
         monkeypatch.setenv(name, value)
     return dict(os.environ)
@@ -100,22 +102,23 @@ def kill_at(boundary: str, env: dict[str, str], timeout: float = 60.0) -> None:
         process.wait()
 
 
+def pipeline_config(env: dict[str, str]) -> PipelineConfig:
+    """The pipeline parameters of a run against this world, as the components pass them."""
+    names = ("minio_endpoint", "minio_bucket", "kafka_bootstrap_servers", "topic_model_updates", "model_name",
+             "serving_a_url", "serving_a_grpc", "serving_b_url", "serving_b_grpc")  # fmt: skip
+    fixed = {"minio_secure": False, "gate_margin": 0.0, "gate_tolerance": 0.02}
+    return PipelineConfig(**{name: env[name.upper()] for name in names}, **fixed)
+
+
 def export(env: dict[str, str], export_dir: Path) -> tuple[str, int]:
     """The pipeline's export step, as its component calls it."""
-    return export_step(
-        env["MINIO_ENDPOINT"], env["MINIO_BUCKET"], False, env["KAFKA_BOOTSTRAP_SERVERS"],
-        env["TOPIC_MODEL_UPDATES"], str(export_dir),
-    )  # fmt: skip
+    return export_step(pipeline_config(env), str(export_dir))
 
 
 def pipeline_run(env: dict[str, str], export_dir: Path) -> tuple[str, int]:
     """The pipeline's export and publish steps, as its components call them."""
     instance, version = export(env, export_dir)
-    publish_step(
-        env["MINIO_ENDPOINT"], env["MINIO_BUCKET"], False, env["KAFKA_BOOTSTRAP_SERVERS"],
-        env["TOPIC_MODEL_UPDATES"], env["MODEL_NAME"], env["SERVING_A_URL"], env["SERVING_A_GRPC"],
-        env["SERVING_B_URL"], env["SERVING_B_GRPC"], 0.0, 0.02, instance, version,
-    )  # fmt: skip
+    publish_step(pipeline_config(env), instance, version)
     return instance, version
 
 

@@ -1,6 +1,5 @@
 """upload/schedule: the arguments given to kfp.Client (there is no KFP server on these machines)."""
 
-import argparse
 import socket
 from pathlib import Path
 from types import SimpleNamespace
@@ -72,10 +71,10 @@ def _package(path: str) -> dict:
     }
 
 
-def _args(argv: list[str]) -> argparse.Namespace:
-    from recommender.cli import build_parser
-
-    return build_parser().parse_args(argv)
+def _args(argv: list[str]) -> cli.PipelineArgs:
+    """`recommender pipeline ACTION ...` parsed, not run: an action returns its command line."""
+    assert argv[0] == "pipeline"
+    return cli.command.commands[argv[1]].main(argv[2:], standalone_mode=False)
 
 
 def test_schedule_with_cron_never_overlaps_and_never_catches_up(capsys):
@@ -151,7 +150,7 @@ def test_intervals():
     assert cli.parse_interval("90s") == 90
     assert cli.parse_interval("1d") == 86400
     for bad in ("0m", "10", "1w", "m"):
-        with pytest.raises(argparse.ArgumentTypeError):
+        with pytest.raises(ValueError):
             cli.parse_interval(bad)
 
 

@@ -1,7 +1,10 @@
+import re
 import subprocess
 import sys
 import traceback
+from collections.abc import Iterator
 
+import click
 import pytest
 from pydantic import Field, SecretStr
 
@@ -117,6 +120,14 @@ def test_cli_prints_one_line_and_exits_2_on_bad_config():
     assert "Traceback" not in result.stderr
 
 
+def _commands(group: click.Group, path: str = "") -> Iterator[tuple[str, click.Command]]:
+    """Every command under `group`, groups included, with its path ("trainer run")."""
+    for name, command in group.commands.items():
+        yield f"{path}{name}", command
+        if isinstance(command, click.Group):
+            yield from _commands(command, f"{path}{name} ")
+
+
 @pytest.mark.parametrize(
     ("package", "prog", "commands"),
     [
@@ -127,8 +138,8 @@ def test_cli_prints_one_line_and_exits_2_on_bad_config():
 def test_every_subcommand_has_help(package: str, prog: str, commands: set[str]):
     import importlib
 
-    parser = importlib.import_module(f"{package}.cli").build_parser()
-    subcommands = set(parser._subparsers._group_actions[0].choices)
+    group = importlib.import_module(f"{package}.cli").build_group()
+    subcommands = set(group.commands)
     assert commands <= subcommands
     # Local mode's commands are `recommender-local` only, never `recommender`.
     assert package == "local" or not subcommands & {"stack", "tfserving", "demo"}
@@ -137,7 +148,88 @@ def test_every_subcommand_has_help(package: str, prog: str, commands: set[str]):
             [sys.executable, "-m", package, name, "--help"], capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 0, result.stderr
-        assert f"usage: {prog} {name}" in result.stdout
+        assert f"Usage: {prog} {name}" in result.stdout
+
+
+# The options made from settings fields (common.cli.settings_options): command -> flag -> variable.
+SETTINGS_OPTIONS = {
+    "modelserver": {
+        "--protocol": "MODELSERVER_PROTOCOL",
+        "--max-batch": "MODELSERVER_MAX_BATCH",
+        "--max-wait-ms": "MODELSERVER_MAX_WAIT_MS",
+        "--port": "MODELSERVER_HTTP_PORT",
+    },
+    "client recommend": {"--timeout": "CLIENT_TIMEOUT_S"},
+    "client load": {"--drain": "CLIENT_DRAIN_S"},
+    "datapublisher publish": {"--keep": "SNAPSHOTS_KEEP"},
+    "trainer run": {
+        "--epochs": "TRAINER_EPOCHS",
+        "--embedding-dim": "TRAINER_EMBEDDING_DIM",
+        "--batch-size": "TRAINER_BATCH_SIZE",
+        "--learning-rate": "TRAINER_LEARNING_RATE",
+    },
+    "pipeline compile": {"--image": "PIPELINE_IMAGE"},
+    "pipeline upload": {"--host": "KFP_HOST"},
+    "pipeline schedule": {"--host": "KFP_HOST"},
+}
+
+
+def test_settings_options_name_their_variable_and_default():
+    from recommender.cli import build_group
+
+    named = {}
+    for path, command in _commands(build_group()):
+        for option in command.params:
+            variable = re.search(r"\[env: ([A-Z0-9_]+)", getattr(option, "help", None) or "")
+            if variable:
+                named.setdefault(path, {})[option.opts[0]] = variable[1]
+                # The option's field is the variable's: `settings.load(**{option.name: value})`.
+                assert variable[1] == option.name.upper(), option.help
+    assert named == SETTINGS_OPTIONS
+    result = subprocess.run(
+        [sys.executable, "-m", "recommender", "trainer", "run", "--help"],
+        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+    )  # fmt: skip
+    assert "--epochs INTEGER" in result.stdout
+    assert "Training epochs.  [env: TRAINER_EPOCHS; default: 6]" in result.stdout
+
+
+def test_a_flag_beats_the_variable_which_beats_the_default(monkeypatch):
+    from common.cli import settings_options
+
+    loaded = []
+
+    @click.command()
+    @settings_options(_PortSettings, port="--port")
+    def serve(overrides: dict) -> int:
+        loaded.append(_PortSettings.load(**overrides).port)
+        return 0
+
+    for argv in ([], ["--port", "9000"]):
+        assert serve.main(argv, standalone_mode=False) == 0
+    monkeypatch.setenv("PORT", "8100")
+    for argv in ([], ["--port", "9000"]):
+        assert serve.main(argv, standalone_mode=False) == 0
+    assert loaded == [8080, 9000, 8100, 9000]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        (["--epochs", "0"], {}, "TRAINER_EPOCHS: Input should be greater than or equal to 1 (got '0')"),
+        ([], {"TRAINER_EPOCHS": "0"}, "TRAINER_EPOCHS: Input should be greater than or equal to 1 (got '0')"),
+        (["--epochs", "many"], {}, "TRAINER_EPOCHS: Input should be a valid integer"),
+        (["--learning-rate", "-1"], {}, "TRAINER_LEARNING_RATE: Input should be greater than 0 (got '-1')"),
+    ],
+)
+def test_a_bad_flag_is_reported_like_a_bad_variable(argv: list[str], env: dict[str, str], expected: str):
+    result = subprocess.run(
+        [sys.executable, "-m", "recommender", "trainer", "run", *argv],
+        env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: invalid configuration: {expected}"), line
 
 
 def test_cli_names_unreachable_storage_in_one_line():
