@@ -30,9 +30,8 @@ demo: install
 	$(BIN)/recommender-local demo $(DEMO_ARGS)
 
 # Benchmarks on the local real stack (not part of `make test`): bench/results/*.json, plots, summary.md.
-# implicit (ALS, for the quality comparison) is a bench-only dependency, kept out of requirements.lock.
+# implicit (the ALS / BPR baselines of the quality comparison) comes with the dev extra in requirements.lock.
 bench: install
-	$(BIN)/pip install --quiet -r bench/requirements.txt
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # The project image, with docker or else buildah (podman's builder). IMAGE names it, e.g.

@@ -113,64 +113,39 @@ def run_pipeline(params: dict[str, object], env: dict[str, str], log_path: Path,
 # ---------------------------------------------------------------- quality
 
 
-def quality(store: ObjectStore, version: int, say: Say) -> dict:
-    """HR@10 / NDCG@10 on the trainer's leave-one-out split of the current snapshot: the Keras
-    model (figures of its export, same split), popularity and implicit ALS, with training times."""
+def quality(store: ObjectStore, version: int, say: Say, quick: bool) -> dict:
+    """HR@10 / NDCG@10 on the trainer's leave-one-out split of each data set: the pipeline's snapshot
+    (default; small with --quick) and generated small and sparse sets. Keras with the trainer's
+    defaults, popularity, implicit ALS and BPR tuned on a validation split (`bench.quality`).
+    The top level keeps the pipeline's data set, as before; `datasets` has every one."""
+    from bench.quality import FULL_GRID, QUICK_GRID, compare
     from common.snapshots import read_current_snapshot
-    from trainer.data import build_interactions
-    from trainer.evaluate import held_out_ranks, hit_rate_and_ndcg, popularity_scores
+    from datapublisher.generate import ALL_PRESETS, generate_purchases
 
-    metadata = store.get_json(model_version_prefix("a", version) + EXPORT_METADATA)
-    keras_metrics = metadata["metrics"]
-    data = build_interactions(read_current_snapshot(store).purchases)
-    started = time.monotonic()
-    popularity = popularity_scores(data)
-    pop_seconds = time.monotonic() - started
-    pop_hr, pop_ndcg = hit_rate_and_ndcg(held_out_ranks(data, popularity))
-    result = {
-        "evaluated_users": int(data.test_users.size),
-        "models": {
-            "keras": {
-                "hr_at_10": keras_metrics["hr_at_10"],
-                "ndcg_at_10": keras_metrics["ndcg_at_10"],
-                "train_seconds": keras_metrics.get("train_seconds"),
-            },
-            "popularity": {
-                "hr_at_10": pop_hr,
-                "ndcg_at_10": pop_ndcg,
-                "train_seconds": round(pop_seconds, 3),
-            },
-        },
-    }
-    try:
-        from implicit.als import AlternatingLeastSquares
-        from scipy.sparse import csr_matrix
-        from threadpoolctl import threadpool_limits
-    except ImportError as exc:
-        result["models"]["implicit_als"] = {"error": f"implicit is not installed: {exc}"}
-        return result
-    say("quality: fitting implicit ALS")
-    items = csr_matrix(
-        (np.full(data.train_users.size, 20.0, dtype=np.float32), (data.train_users, data.train_products)),
-        shape=(data.n_users, data.n_products),
-    )  # confidence 1 + alpha * r with alpha = 20 (Hu, Koren, Volinsky)
-    als = AlternatingLeastSquares(factors=64, regularization=0.05, iterations=15, random_state=0)
-    started = time.monotonic()
-    with threadpool_limits(1, "blas"):  # implicit runs its own threads; BLAS ones fight them
-        als.fit(items, show_progress=False)
-    als_seconds = time.monotonic() - started
-    users, products = np.asarray(als.user_factors), np.asarray(als.item_factors)
-    hr, ndcg = hit_rate_and_ndcg(held_out_ranks(data, lambda u: users[u] @ products.T))
-    import implicit
-
-    result["models"]["implicit_als"] = {
-        "hr_at_10": hr,
-        "ndcg_at_10": ndcg,
-        "train_seconds": round(als_seconds, 1),
-        "version": implicit.__version__,
-        "params": "factors=64 regularization=0.05 iterations=15 alpha=20",
-    }
-    return result
+    pipeline_set = "small" if quick else "default"
+    datasets: dict[str, dict] = {}
+    for name in ("small", "sparse") if quick else ("default", "small", "sparse"):
+        preset = ALL_PRESETS[name]
+        keras = None
+        if name == pipeline_set:
+            purchases = read_current_snapshot(store).purchases
+            if not quick:  # the full run's pipeline trains with the trainer's defaults: its export's figures
+                metrics = store.get_json(model_version_prefix("a", version) + EXPORT_METADATA)["metrics"]
+                keras = {k: metrics.get(k) for k in ("hr_at_10", "ndcg_at_10", "train_seconds")}
+        else:
+            purchases = generate_purchases(
+                preset.users,
+                preset.products,
+                preset.purchases,
+                activity_sigma=preset.activity_sigma,
+                repeat_fraction=preset.repeat_fraction,
+            )
+        say(f"quality: {name} data set")
+        datasets[name] = {
+            "data": f"{preset.users:,} users x {preset.products:,} products, {preset.purchases:,} purchases"
+        } | compare(purchases, QUICK_GRID if quick else FULL_GRID, keras, say)
+    top = datasets[pipeline_set]
+    return {"evaluated_users": top["evaluated_users"], "models": top["models"], "datasets": datasets}
 
 
 def copy_to_b(store: ObjectStore, version: int) -> int:

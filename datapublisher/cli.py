@@ -16,7 +16,7 @@ from common.cli import OrderedGroup, settings_options
 from common.progress import ProgressLine
 from common.settings import Settings
 from common.storage import ObjectStore
-from datapublisher.generate import PRESETS, generate_purchases
+from datapublisher.generate import ALL_PRESETS, generate_purchases
 from datapublisher.importers import (
     ColumnMap,
     ImportRefused,
@@ -85,9 +85,10 @@ command = OrderedGroup(
 @optgroup.group("generator (--generate)")
 @optgroup.option(
     "--preset",
-    type=click.Choice(sorted(PRESETS)),
+    type=click.Choice(sorted(ALL_PRESETS)),
     default="default",
-    help="size preset: default = 50k users, 5k products, 1M purchases; small for tests",
+    help="size preset: default = 50k users, 5k products, 1M purchases; small for tests; sparse = 25k "
+    "users, 300 products, 150k purchases, most users buying 1-5 times, many re-buys",
 )
 @optgroup.option("--users", type=int, help="number of users (overrides the preset)")
 @optgroup.option("--products", type=int, help="number of products (overrides the preset)")
@@ -132,7 +133,7 @@ def publish_command(overrides: dict[str, Any], **source: Any) -> int:
 
 def _load(args: Source) -> tuple[pd.DataFrame, ImportReport | None]:
     if args.generate:
-        preset = PRESETS[args.preset]
+        preset = ALL_PRESETS[args.preset]
         users = args.users or preset.users
         products = args.products or preset.products
         purchases = args.purchases or preset.purchases
@@ -143,6 +144,8 @@ def _load(args: Source) -> tuple[pd.DataFrame, ImportReport | None]:
                 purchases,
                 args.seed,
                 progress=lambda done, total: line.update(done, f"{done:,}/{total:,} users", total),
+                activity_sigma=preset.activity_sigma,
+                repeat_fraction=preset.repeat_fraction,
             )
         return frame, None
     columns = ColumnMap(args.user_column, args.product_column, args.quantity_column, args.timestamp_column)

@@ -19,6 +19,7 @@ LATENT_DIM = 8
 TASTE_STRENGTH = 1.0  # how much the latent match outweighs popularity
 POPULARITY_EXPONENT = 1.0  # Zipf exponent of product popularity
 REPEAT_FRACTION = 0.15  # share of a user's later purchases that re-buy an earlier product
+ACTIVITY_SIGMA = 0.8  # spread of the lognormal per-user activity; larger: more light buyers, a heavier tail
 HISTORY_START_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 HISTORY_SPAN_MS = 365 * 24 * 3600 * 1000
 USER_CHUNK = 2000  # users sampled at once: keeps the chunk's users x products matrix small
@@ -29,12 +30,20 @@ class Preset:
     users: int
     products: int
     purchases: int
+    activity_sigma: float = ACTIVITY_SIGMA
+    repeat_fraction: float = REPEAT_FRACTION
 
 
 PRESETS = {
     # Small enough for tests (a second to generate, seconds to train) yet learnable.
     "small": Preset(users=2000, products=300, purchases=40_000),
     "default": Preset(users=50_000, products=5_000, purchases=1_000_000),
+}
+# The bootstrap, the demo and the Helm chart's dataPreset enum mirror PRESETS (with training settings
+# per preset); the shapes only `datapublisher publish --preset` and the bench offer go here.
+ALL_PRESETS = PRESETS | {
+    # Few products, long tail: most users buy 1-5 times (a few buy a lot), re-buying is common.
+    "sparse": Preset(users=25_000, products=300, purchases=150_000, activity_sigma=1.6, repeat_fraction=0.4),
 }
 
 
@@ -44,10 +53,13 @@ def generate_purchases(
     purchases: int,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    activity_sigma: float = ACTIVITY_SIGMA,
+    repeat_fraction: float = REPEAT_FRACTION,
 ) -> pd.DataFrame:
     """Rows `user, product, quantity, timestamp`; every user buys at least once.
 
-    `progress(done_users, users)` is called after each chunk of users.
+    `progress(done_users, users)` is called after each chunk of users. `activity_sigma` spreads the
+    purchases per user, `repeat_fraction` is the share of later purchases that re-buy.
     """
     if users < 1 or products < 1:
         raise ValueError("users and products must be at least 1")
@@ -62,7 +74,7 @@ def generate_purchases(
     log_popularity = -POPULARITY_EXPONENT * np.log1p(popularity_rank)
 
     # A lognormal activity level spreads purchases unevenly across users (heavy buyers exist).
-    activity = rng.lognormal(mean=0.0, sigma=0.8, size=users)
+    activity = rng.lognormal(mean=0.0, sigma=activity_sigma, size=users)
     counts = 1 + rng.multinomial(purchases - users, activity / activity.sum())
     starts = np.concatenate([[0], np.cumsum(counts)])
 
@@ -86,7 +98,7 @@ def generate_purchases(
     user_of_row = np.repeat(np.arange(users), counts)
     position = np.arange(purchases) - starts[user_of_row]
     # Repeat purchases: some later rows copy the product of an earlier row of the same user.
-    repeat = (position > 0) & (rng.random(purchases) < REPEAT_FRACTION)
+    repeat = (position > 0) & (rng.random(purchases) < repeat_fraction)
     earlier = starts[user_of_row] + np.floor(rng.random(purchases) * position).astype(np.int64)
     # Resolve chains (a repeat of a repeat) until every repeat copies a product actually bought.
     resolved = chosen

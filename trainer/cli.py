@@ -38,7 +38,8 @@ command = OrderedGroup(
 @command.command(
     "run",
     short_help="train, evaluate, export and upload to the idle serving instance",
-    help="Train on the current snapshot with sampled negatives, evaluate HR@10/NDCG@10 by leave-one-out "
+    help="Train on the current snapshot (softmax over the catalogue, early stopping), evaluate HR@10/NDCG@10 "
+    "by leave-one-out "
     "full ranking against a popularity baseline, export a SavedModel (serving_default, recommend, "
     "recommend_with_purchased) and upload it to models/<idle instance>/<version>/ with _COMPLETE written "
     "last.",
@@ -49,12 +50,6 @@ command = OrderedGroup(
     trainer_embedding_dim="--embedding-dim",
     trainer_batch_size="--batch-size",
     trainer_learning_rate="--learning-rate",
-)
-@click.option(
-    "--negatives",
-    type=click.IntRange(min=1),
-    default=DEFAULTS.negatives,
-    help=f"sampled negatives per purchase, redrawn each epoch (default {DEFAULTS.negatives})",
 )
 @click.option(
     "--mlp",
@@ -71,7 +66,7 @@ command = OrderedGroup(
 )
 @click.option("--no-upload", is_flag=True, help="train and export only; upload nothing")
 def run_command(
-    overrides: dict[str, Any], negatives: int, mlp: int, seed: int, export_dir: Path | None, no_upload: bool
+    overrides: dict[str, Any], mlp: int, seed: int, export_dir: Path | None, no_upload: bool
 ) -> int:
     settings = TrainerSettings.load(**overrides)
     if no_upload and export_dir is None:
@@ -82,7 +77,6 @@ def run_command(
         embedding_dim=settings.trainer_embedding_dim,
         batch_size=settings.trainer_batch_size,
         learning_rate=settings.trainer_learning_rate,
-        negatives=negatives,
         mlp_units=mlp,
         seed=seed,
     )

@@ -8,7 +8,7 @@ by design, so it would be an impossible target. Users with one product train onl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,8 @@ class Interactions:
     product_ids: np.ndarray  # index -> raw product id (str), sorted
     train_users: np.ndarray  # int32 pair arrays, sorted by (user, product)
     train_products: np.ndarray
+    train_counts: np.ndarray  # float32 per training pair: how often the user bought the product
+    train_latest: np.ndarray  # bool per training pair: the user's most recent training product
     test_users: np.ndarray  # int32, one held-out product per evaluated user
     test_products: np.ndarray
     purchased_splits: np.ndarray  # int64 [users+1]: every purchased product per user (all history)
@@ -50,15 +52,17 @@ def build_interactions(purchases: pd.DataFrame) -> Interactions:
     first = (
         pd.DataFrame({"u": user_codes, "p": product_codes, "t": purchases["timestamp"].to_numpy()})
         .groupby(["u", "p"], sort=False)["t"]
-        .min()
+        .agg(["min", "size"])
         .reset_index()
-        .sort_values(["u", "t", "p"], kind="stable")
+        .sort_values(["u", "min", "p"], kind="stable")
     )
     pair_users = first["u"].to_numpy(np.int32)
     pair_products = first["p"].to_numpy(np.int32)
     distinct = np.bincount(pair_users, minlength=n_users)
     last_of_user = np.append(pair_users[1:] != pair_users[:-1], True)
     held_out = last_of_user & (distinct[pair_users] >= 2)
+    # In time order, a training pair followed by the held-out one is its user's latest.
+    latest = (~held_out & np.append(held_out[1:], False)) | (last_of_user & ~held_out)
 
     train = np.lexsort((pair_products[~held_out], pair_users[~held_out]))
     train_users = pair_users[~held_out][train]
@@ -70,6 +74,8 @@ def build_interactions(purchases: pd.DataFrame) -> Interactions:
         product_ids=np.asarray(product_ids, dtype=object),
         train_users=train_users,
         train_products=train_products,
+        train_counts=first["size"].to_numpy(np.float32)[~held_out][train],
+        train_latest=latest[~held_out][train],
         test_users=pair_users[held_out],
         test_products=pair_products[held_out],
         purchased_splits=_row_splits(pair_users, n_users),
@@ -79,24 +85,24 @@ def build_interactions(purchases: pd.DataFrame) -> Interactions:
     )
 
 
-def sample_epoch(
-    data: Interactions, negatives: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every training positive plus `negatives` uniformly sampled unbought products per positive,
-    shuffled: (users, products, labels)."""
-    positives = data.train_users.astype(np.int64) * data.n_products + data.train_products
-    neg_users = np.repeat(data.train_users, negatives)
-    neg_products = rng.integers(0, data.n_products, size=neg_users.size, dtype=np.int32)
-    # Redraw negatives that hit a bought product (a few rounds; leftovers are rare and harmless).
-    for _ in range(3):
-        codes = neg_users.astype(np.int64) * data.n_products + neg_products
-        hit = np.searchsorted(positives, codes)
-        clash = positives[np.minimum(hit, positives.size - 1)] == codes
-        if not clash.any():
-            break
-        neg_products[clash] = rng.integers(0, data.n_products, size=int(clash.sum()), dtype=np.int32)
-    users = np.concatenate([data.train_users, neg_users])
-    products = np.concatenate([data.train_products, neg_products])
-    labels = np.concatenate([np.ones(data.train_users.size), np.zeros(neg_users.size)]).astype(np.float32)
-    order = rng.permutation(users.size)
-    return users[order], products[order], labels[order]
+def validation_split(
+    data: Interactions, share: float, rng: np.random.Generator
+) -> tuple[np.ndarray, Interactions]:
+    """Hold out the latest training product of a random `share` of the users with 2+ training
+    products, for early stopping (the test holdout stays unseen): (mask of the training pairs
+    left to fit, the data with those validation pairs as its "test" pairs)."""
+    eligible = np.flatnonzero(np.bincount(data.train_users, minlength=data.n_users) >= 2)
+    chosen = np.zeros(data.n_users, dtype=bool)
+    chosen[rng.choice(eligible, size=round(share * eligible.size), replace=False)] = True
+    valid = data.train_latest & chosen[data.train_users]
+    fit = ~valid
+    view = replace(
+        data,
+        train_users=data.train_users[fit],
+        train_products=data.train_products[fit],
+        train_counts=data.train_counts[fit],
+        train_latest=data.train_latest[fit],
+        test_users=data.train_users[valid],
+        test_products=data.train_products[valid],
+    )
+    return fit, view

@@ -1,5 +1,6 @@
 """The collaborative filter: user and product embeddings, a dot product with biases, and an
-optional small MLP head over the embeddings' element-wise product.
+optional small MLP head over the embeddings' element-wise product, trained as a softmax over
+the whole catalogue.
 
 Keras trains it; `Scorer` holds the trained weights as plain variables and is the one
 implementation of the scoring maths, used by the evaluation and by the exported SavedModel,
@@ -13,52 +14,49 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-WEIGHT_NAMES = ("user_embedding", "product_embedding", "user_bias", "product_bias")
 
+class CollaborativeFilter(keras.Model):
+    """users (int indices) -> logits [batch, products] over the whole catalogue: match(u * p) +
+    product bias. A user bias would cancel in the softmax, so it stays zero (the Scorer has one)."""
 
-def build_model(
-    n_users: int, n_products: int, embedding_dim: int, mlp_units: int = 0, l2: float = 1e-6
-) -> keras.Model:
-    """Inputs `user`, `product` (int indices) -> one logit of "this user buys this product"."""
-    user = keras.Input(shape=(), dtype="int32", name="user")
-    product = keras.Input(shape=(), dtype="int32", name="product")
-    regularizer = keras.regularizers.L2(l2)
-
-    def embed(name: str, rows: int, dim: int, index: keras.KerasTensor) -> keras.KerasTensor:
-        layer = keras.layers.Embedding(
-            rows,
-            dim,
-            embeddings_initializer=keras.initializers.RandomNormal(stddev=0.05),
-            embeddings_regularizer=regularizer,
-            name=name,
+    def __init__(self, n_users: int, n_products: int, embedding_dim: int, mlp_units: int = 0) -> None:
+        super().__init__(name="collaborative_filter")
+        init = keras.initializers.RandomNormal(stddev=0.05)
+        self.user_embedding = self.add_weight(
+            shape=(n_users, embedding_dim), initializer=init, name="user_embedding"
         )
-        return layer(index)
+        self.product_embedding = self.add_weight(
+            shape=(n_products, embedding_dim), initializer=init, name="product_embedding"
+        )
+        self.product_bias = self.add_weight(shape=(n_products,), initializer="zeros", name="product_bias")
+        self.hidden = (
+            keras.layers.Dense(mlp_units, activation="relu", name="mlp_hidden") if mlp_units else None
+        )
+        self.out = keras.layers.Dense(1, name="mlp_out") if mlp_units else None
 
-    u = embed("user_embedding", n_users, embedding_dim, user)
-    p = embed("product_embedding", n_products, embedding_dim, product)
-    user_bias = keras.ops.squeeze(embed("user_bias", n_users, 1, user), -1)
-    product_bias = keras.ops.squeeze(embed("product_bias", n_products, 1, product), -1)
-    interaction = u * p
-    if mlp_units:
-        hidden = keras.layers.Dense(mlp_units, activation="relu", name="mlp_hidden")(interaction)
-        match = keras.ops.squeeze(keras.layers.Dense(1, name="mlp_out")(hidden), -1)
-    else:
-        match = keras.ops.sum(interaction, axis=-1)
-    logit = match + user_bias + product_bias
-    return keras.Model({"user": user, "product": product}, logit, name="collaborative_filter")
+    def call(self, users: tf.Tensor) -> tf.Tensor:
+        u = tf.gather(self.user_embedding, users)
+        if self.hidden is None or self.out is None:
+            match = tf.matmul(u, self.product_embedding, transpose_b=True)
+        else:
+            match = tf.squeeze(self.out(self.hidden(u[:, None, :] * self.product_embedding[None, :, :])), -1)
+        return match + self.product_bias[None, :]
 
-
-def model_weights(model: keras.Model) -> dict[str, np.ndarray]:
-    """The trained weights by name, as the Scorer expects them."""
-    weights = {name: model.get_layer(name).get_weights()[0] for name in WEIGHT_NAMES}
-    weights["user_bias"] = weights["user_bias"][:, 0]
-    weights["product_bias"] = weights["product_bias"][:, 0]
-    names = {layer.name for layer in model.layers}
-    if "mlp_hidden" in names:
-        weights["mlp_hidden_kernel"], weights["mlp_hidden_bias"] = model.get_layer("mlp_hidden").get_weights()
-        kernel, bias = model.get_layer("mlp_out").get_weights()
-        weights["mlp_out_kernel"], weights["mlp_out_bias"] = kernel[:, 0], bias[0]
-    return weights
+    def weights_by_name(self) -> dict[str, np.ndarray]:
+        """The trained weights by name, as the Scorer expects them."""
+        weights = {
+            "user_embedding": self.user_embedding.numpy(),
+            "product_embedding": self.product_embedding.numpy(),
+            "user_bias": np.zeros(self.user_embedding.shape[0], np.float32),
+            "product_bias": self.product_bias.numpy(),
+        }
+        if self.hidden is not None and self.out is not None:
+            weights["mlp_hidden_kernel"], weights["mlp_hidden_bias"] = (
+                w.numpy() for w in self.hidden.weights
+            )
+            kernel, bias = (w.numpy() for w in self.out.weights)
+            weights["mlp_out_kernel"], weights["mlp_out_bias"] = kernel[:, 0], bias[0]
+        return weights
 
 
 class Scorer(tf.Module):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from datapublisher.generate import generate_purchases
+from datapublisher.generate import ALL_PRESETS, PRESETS, generate_purchases
 
 
 def test_sizes_types_and_every_user_buys():
@@ -45,6 +45,22 @@ def test_users_have_distinct_tastes():
         [len(early[v] & late[u]) / max(1, len(late[u])) for u, v in zip(users, shifted, strict=True)]
     )
     assert own > 1.5 * other
+
+
+def test_sparse_preset_is_long_tailed_with_many_repeats():
+    """The sparse shape at a fifth of its size: most users buy 1-5 times, a few a lot, re-buys common."""
+    preset = ALL_PRESETS["sparse"]
+    assert (preset.users, preset.products, preset.purchases) == (25_000, 300, 150_000)
+    assert "sparse" not in PRESETS  # the bootstrap's and the Helm chart's presets stay as they are
+    shape = dict(activity_sigma=preset.activity_sigma, repeat_fraction=preset.repeat_fraction)
+    frame = generate_purchases(preset.users // 5, preset.products, preset.purchases // 5, seed=4, **shape)
+    assert len(frame) == 30_000 and frame["user"].nunique() == 5000
+    assert frame["product"].nunique() > 0.95 * preset.products  # few products, nearly all bought
+    per_user = frame.groupby("user").size()
+    assert per_user.between(1, 5).mean() > 0.7
+    assert per_user.max() > 100  # the long tail of heavy buyers
+    assert frame.duplicated(["user", "product"]).mean() > 0.4
+    assert frame.equals(generate_purchases(5000, 300, 30_000, seed=4, **shape))
 
 
 def test_impossible_sizes_are_refused():

@@ -126,3 +126,13 @@ def test_retention_keeps_the_newest_and_never_the_current(store):
     assert prune_snapshots(store, keep=1) == []
     newest = publish_snapshot(store, frame, keep=1)
     assert snapshot_ids(store) == [newest.snapshot_id]
+
+
+def test_the_sparse_preset_through_the_cli(store, capsys):
+    """--preset sparse brings its shape (light buyers, many re-buys) with it, also at other sizes."""
+    args = ["datapublisher", "publish", "--generate", "--preset", "sparse", "--users", "2500"]
+    assert main([*args, "--purchases", "15000"]) == 0
+    assert "15,000 rows, 2,500 users" in capsys.readouterr().out
+    purchases = read_current_snapshot(store).purchases
+    assert purchases.groupby("user").size().between(1, 5).mean() > 0.7
+    assert purchases.duplicated(["user", "product"]).mean() > 0.4

@@ -216,7 +216,7 @@ def test_metadata_holds_the_metrics(exported: Exported):
     metrics = ModelMetrics.model_validate(metadata["metrics"])
     assert metrics == exported.trained.metrics
     assert metadata["snapshot_id"] == exported.snapshot.pointer.snapshot_id
-    assert metadata["config"]["embedding_dim"] == 16
+    assert metadata["config"]["embedding_dim"] == exported.trained.config.embedding_dim
 
 
 def test_model_beats_popularity_on_the_small_preset(exported: Exported):
