@@ -62,6 +62,18 @@ def render(helm: Path) -> Renderer:
     return _render
 
 
+@pytest.fixture(scope="module")
+def default(render: Renderer) -> list[dict]:
+    """The chart rendered with only the values an install must set."""
+    return render(*REQUIRED_SET)
+
+
+@pytest.fixture(scope="module")
+def full(render: Renderer) -> list[dict]:
+    """The chart rendered with every non-default value of values-full.yaml."""
+    return render("-f", str(FULL_VALUES))
+
+
 def render_notes(helm: Path, tmp_path: Path, release: str, namespace: str, *args: str) -> str:
     """NOTES.txt as `helm install` would print it: `helm template` leaves it out, so a copy of the
     chart renders it into a ConfigMap."""

@@ -6,14 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from datapublisher.generate import PRESETS
 from pipelines.cli import PipelineArgs, command, pipeline_signature, release_parameters
 from pipelines.release import release_config
 from tests.deploy.conftest import (
     CHART,
-    FULL_VALUES,
     KUBE_VERSION,
     REQUIRED_SET,
     Renderer,
@@ -56,16 +53,6 @@ def _parameters_mount(job: dict) -> tuple[str, dict]:
         if "configMap" in volumes[mount["name"]]
     ]
     return path, volume
-
-
-@pytest.fixture(scope="module")
-def default(render: Renderer) -> list[dict]:
-    return render(*REQUIRED_SET)
-
-
-@pytest.fixture(scope="module")
-def full(render: Renderer) -> list[dict]:
-    return render("-f", str(FULL_VALUES))
 
 
 def test_the_job_runs_bootstrap_on_the_mounted_release_parameters(default: list[dict]) -> None:

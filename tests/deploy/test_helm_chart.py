@@ -50,16 +50,6 @@ VALUE_SETS = pytest.mark.parametrize(
 CUSTOM_KINDS = {"ServiceMonitor", "ScaledObject", "TriggerAuthentication"}
 
 
-@pytest.fixture(scope="module")
-def default(render: Renderer) -> list[dict]:
-    return render(*REQUIRED_SET)
-
-
-@pytest.fixture(scope="module")
-def full(render: Renderer) -> list[dict]:
-    return render("-f", str(FULL_VALUES))
-
-
 @VALUE_SETS
 def test_lint_strict_passes(helm: Path, values: list[str]) -> None:
     result = run_helm(helm, "lint", "--strict", str(CHART), *values)
