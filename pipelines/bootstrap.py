@@ -40,13 +40,6 @@ from pipelines.cli import PipelineError, PipelineSettings, local_arguments, run_
 from recommender.init import InitSettings
 from trainer.upload import upload_export
 
-# Training parameters that fit each preset's data when the bootstrap generated it (the pipeline's
-# defaults are for the default preset). Small data learns faster with a higher rate and smaller
-# batches; these pass the quality gate, as in `recommender-local demo --preset small`.
-PRESET_TRAINING: dict[str, dict[str, Any]] = {
-    "small": {"epochs": 4, "embedding_dim": 16, "batch_size": 2048, "learning_rate": 0.01},
-    "default": {},
-}
 # Where the bootstrap and the pipeline's steps must look at the same thing: the bootstrap reads
 # the environment (like every component of the release), the run gets the release's parameters.
 SHARED_PARAMETERS = (
@@ -73,18 +66,16 @@ def bootstrap(settings: PipelineSettings, params: dict[str, Any], preset: str) -
         _ensure_standby(settings, store, live)
         return 0
     say("no live model yet")
-    training: dict[str, Any] = {}
     current = current_pointer(store)
     if current is None:
         size = PRESETS[preset]
         pointer = publish_snapshot(store, generate_purchases(size.users, size.products, size.purchases))
         say(f"no current snapshot: published generated data ({preset} preset): snapshot "
             f"{pointer.snapshot_id}, {pointer.rows:,} rows")  # fmt: skip
-        training = PRESET_TRAINING[preset]
     else:
         say(f"training on the current snapshot {current.snapshot_id} ({current.rows:,} rows)")
-    # Pipeline defaults < the preset's training parameters < the release's ConfigMap < --param.
-    arguments = local_arguments(settings, {**training, **params}, publish_new_data=False)
+    # Pipeline defaults < the release's ConfigMap < --param.
+    arguments = local_arguments(settings, params, publish_new_data=False)
     say("running the pipeline locally: prepare data, train, evaluate (quality gate), export, publish")
     started = time.monotonic()
     try:

@@ -85,13 +85,15 @@ def _fit(data: Interactions, config: TrainConfig, verbose: int | str) -> Collabo
     trainer = _Fit(data, fit, model, config)
     # batch_size counts training pairs, as before; a step takes whole users, about that many pairs.
     per_step = max(1, round(config.batch_size * trainer.users.size / int(fit.sum())))
-    steps = -(-trainer.users.size // per_step)
+    # A small data set repeats passes within an epoch, so every epoch makes enough updates to learn.
+    steps = max(-(-trainer.users.size // per_step), config.min_steps_per_epoch)
+    passes = -(-steps * per_step // trainer.users.size)
     bar = verbose != 0 and sys.stderr.isatty()  # a terminal gets Keras's bar, a log plain lines
     best, best_weights, waited = -1.0, model.get_weights(), 0
     started = time.monotonic()
     for epoch in range(1, config.epochs + 1):
         progress = keras.utils.Progbar(steps) if bar else None
-        order = rng.permutation(trainer.users)
+        order = np.concatenate([rng.permutation(trainer.users) for _ in range(passes)])
         total = 0.0
         for i in range(steps):
             batch = order[i * per_step : (i + 1) * per_step]

@@ -8,6 +8,7 @@ leaves a version on both instances, so both serving pods could become ready.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict
 from pathlib import Path
 
 import httpx
@@ -20,12 +21,12 @@ from common.settings import ServingSettings, Settings
 from common.storage import CURRENT_SNAPSHOT, SERVING_RECORD, ObjectStore
 from datapublisher.generate import PRESETS
 from modelpublisher.publisher import wait_available
-from pipelines.bootstrap import PRESET_TRAINING
 from recommender.cli import main
 from tests.deploy.conftest import IMAGE_REPOSITORY, REQUIRED_SET, by_kind_name, render_release
 from tests.deploy.conftest import write_configmap_volume as mount_configmap
 from tests.deploy.helm import helm_binary
 from tests.pipelines.test_local_run import _reply_model
+from trainer.config import TrainConfig
 
 METRICS = ModelMetrics(hr_at_10=0.3, ndcg_at_10=0.2, popularity_hr_at_10=0.2, popularity_ndcg_at_10=0.1)
 
@@ -187,9 +188,9 @@ def test_on_an_empty_bucket_it_publishes_data_trains_and_both_instances_get_a_ve
     assert pointer is not None and pointer["rows"] == PRESETS["small"].purchases
     record = store.get_model(SERVING_RECORD, ServingRecord)
     assert record is not None and record.instance == "a" and record.pending is None
-    # The run used the small preset's training parameters (the export's metadata records them).
+    # The run used the trainer's defaults, as for any data (the export's metadata records them).
     config = store.get_json(f"models/a/{record.version}/assets.extra/metadata.json")["config"]
-    assert {name: config[name] for name in PRESET_TRAINING["small"]} == PRESET_TRAINING["small"]
+    assert config == asdict(TrainConfig())
     # The idle instance got a copy, and loads it: what its pod's readiness probe waits for.
     [standby] = store.model_versions("b")
     with httpx.Client(timeout=5) as client:

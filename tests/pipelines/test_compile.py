@@ -27,7 +27,7 @@ def test_package_loads_back_with_the_sdk(package: Path):
     pipeline = components.load_component_from_file(str(package))
     assert pipeline.name == "streaming-recommender-training"
     inputs = pipeline.component_spec.inputs
-    assert inputs["epochs"].type == "Integer" and inputs["epochs"].default == 6
+    assert inputs["epochs"].type == "Integer" and inputs["epochs"].default == 8
     assert inputs["learning_rate"].type == "Float"
     assert inputs["publish_new_data"].type == "Boolean" and inputs["publish_new_data"].default is False
     for name in ("minio_endpoint", "minio_bucket", "kafka_bootstrap_servers", "topic_model_updates",

@@ -1,20 +1,13 @@
-"""Issue 17: the Keras model with the trainer's defaults must not fall below tuned implicit ALS on
+"""The Keras model with the trainer's defaults must not fall below tuned implicit ALS on
 the small preset (HR@10 and NDCG@10 on the trainer's test split; ALS chosen on a validation split
 that never sees the test pairs, as the bench does)."""
 
 from __future__ import annotations
 
-import pytest
-
 from bench.quality import QUICK_GRID, compare
 from datapublisher.generate import PRESETS, generate_purchases
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 17: with today's trainer defaults Keras ranks below tuned ALS on the small preset; "
-    "remove this marker once the new model beats ALS",
-)
 def test_keras_defaults_are_not_below_tuned_als_on_small():
     small = PRESETS["small"]
     purchases = generate_purchases(small.users, small.products, small.purchases, seed=0)

@@ -191,7 +191,7 @@ def test_settings_options_name_their_variable_and_default():
         capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
     )  # fmt: skip
     assert "--epochs INTEGER" in result.stdout
-    assert "Training epochs.  [env: TRAINER_EPOCHS; default: 6]" in result.stdout
+    assert "Training epochs.  [env: TRAINER_EPOCHS; default: 8]" in result.stdout
 
 
 def test_a_flag_beats_the_variable_which_beats_the_default(monkeypatch):
