@@ -27,6 +27,10 @@ REQUIRED_SET = [
     "minio.existingSecret=minio-credentials",
 ]
 
+# The CRDs of the optional resources, as a cluster with the Prometheus Operator and KEDA serves them.
+OPTIONAL_APIS = ["monitoring.coreos.com/v1/ServiceMonitor", "keda.sh/v1alpha1/ScaledObject"]
+WITH_OPTIONAL_APIS = [arg for api in OPTIONAL_APIS for arg in ("--api-versions", api)]
+
 Renderer = Callable[..., list[dict]]
 
 
@@ -43,11 +47,15 @@ def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=120)
 
 
-def render_release(helm: Path, release: str, namespace: str, *args: str) -> list[dict]:
-    """`helm template` of the chart as `release` in `namespace`; the manifests as dicts."""
+def render_release(
+    helm: Path, release: str, namespace: str, *args: str, apis: list[str] = WITH_OPTIONAL_APIS
+) -> list[dict]:
+    """`helm template` of the chart as `release` in `namespace` on a cluster serving the optional
+    resources' CRDs (`apis=[]`: one without them); the manifests as dicts."""
     result = run_helm(
-        helm, "template", release, str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION, *args
-    )
+        helm, "template", release, str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION,
+        *apis, *args,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
@@ -74,7 +82,9 @@ def full(render: Renderer) -> list[dict]:
     return render("-f", str(FULL_VALUES))
 
 
-def render_notes(helm: Path, tmp_path: Path, release: str, namespace: str, *args: str) -> str:
+def render_notes(
+    helm: Path, tmp_path: Path, release: str, namespace: str, *args: str, apis: list[str] = WITH_OPTIONAL_APIS
+) -> str:
     """NOTES.txt as `helm install` would print it: `helm template` leaves it out, so a copy of the
     chart renders it into a ConfigMap."""
     chart = tmp_path / "chart"
@@ -86,7 +96,7 @@ def render_notes(helm: Path, tmp_path: Path, release: str, namespace: str, *args
     )
     result = run_helm(
         helm, "template", release, str(chart), "--namespace", namespace, "--kube-version", KUBE_VERSION,
-        "--show-only", "templates/zz-notes.yaml", *args,
+        "--show-only", "templates/zz-notes.yaml", *apis, *args,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)["data"]["notes"]

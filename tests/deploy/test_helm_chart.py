@@ -22,6 +22,8 @@ from tests.deploy.conftest import (
     container,
     env_of,
     pod_spec,
+    render_notes,
+    render_release,
     run_helm,
 )
 from tests.deploy.settings_names import misplaced, recommender_command, unread
@@ -574,3 +576,25 @@ def test_replicas_are_capped_at_the_request_partitions(
     # At the partition count it renders.
     render(*REQUIRED_SET, *[arg.replace("=5", "=4") for arg in sets])
     render(*REQUIRED_SET, *sets, "--set", "topics.partitions=5")
+
+
+def test_optional_resources_are_left_out_with_a_warning_where_their_crds_are_missing(
+    helm: Path, tmp_path: Path
+) -> None:
+    """A cluster without the Prometheus Operator or KEDA still installs the full values: the
+    ServiceMonitor and the ScaledObject (with its TriggerAuthentication) are left out and the
+    install's notes name the missing CRD (a real API server refuses a kind it does not serve)."""
+    for values, kinds, crd in (
+        (["-f", str(FULL_VALUES)], {"ServiceMonitor"}, "monitoring.coreos.com/v1"),
+        (KEDA_VALUES, {"ScaledObject", "TriggerAuthentication"}, "keda.sh/v1alpha1"),
+    ):
+        served = {m["kind"] for m in render_release(helm, "rel", "recs", *values)}
+        assert kinds <= served
+        bare = {m["kind"] for m in render_release(helm, "rel", "recs", *values, apis=[])}
+        assert not kinds & bare, bare
+        assert served - CUSTOM_KINDS - {"Secret"} <= bare  # the rest of the release is all there
+        notes = render_notes(helm, tmp_path / crd.replace("/", "-"), "rel", "recs", *values, apis=[])
+        assert "WARNING" in notes and crd in notes, notes
+        assert "WARNING" not in render_notes(
+            helm, tmp_path / f"{crd.replace('/', '-')}-ok", "rel", "recs", *values
+        )
