@@ -53,7 +53,6 @@ class PipelineConfig(BaseModel):
     embedding_dim: int = _TRAIN.embedding_dim
     batch_size: int = _TRAIN.batch_size
     learning_rate: float = _TRAIN.learning_rate
-    mlp_units: int = _TRAIN.mlp_units
     gate_margin: float = 0.0
     gate_tolerance: float = 0.02
 
@@ -66,5 +65,5 @@ class PipelineConfig(BaseModel):
         """The trainer's hyper-parameters; those that are not pipeline parameters keep its defaults."""
         return TrainConfig(
             epochs=self.epochs, embedding_dim=self.embedding_dim, batch_size=self.batch_size,
-            learning_rate=self.learning_rate, mlp_units=self.mlp_units,
+            learning_rate=self.learning_rate,
         )  # fmt: skip

@@ -52,7 +52,6 @@ def train_model(
     embedding_dim: int,
     batch_size: int,
     learning_rate: float,
-    mlp_units: int,
     model: Output[Model],
 ):
     """Train on the snapshot and write the SavedModel (with its metrics) as the Model artifact."""

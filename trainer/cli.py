@@ -51,13 +51,6 @@ command = OrderedGroup(
     trainer_batch_size="--batch-size",
     trainer_learning_rate="--learning-rate",
 )
-@click.option(
-    "--mlp",
-    type=int,
-    default=0,
-    metavar="UNITS",
-    help="hidden units of an MLP head over the embeddings' product (default 0: plain dot product)",
-)
 @click.option("--seed", type=int, default=DEFAULTS.seed, help="random seed (default 0)")
 @click.option(
     "--export-dir",
@@ -65,9 +58,7 @@ command = OrderedGroup(
     help="also keep the SavedModel here (default: a temporary directory, removed after upload)",
 )
 @click.option("--no-upload", is_flag=True, help="train and export only; upload nothing")
-def run_command(
-    overrides: dict[str, Any], mlp: int, seed: int, export_dir: Path | None, no_upload: bool
-) -> int:
+def run_command(overrides: dict[str, Any], seed: int, export_dir: Path | None, no_upload: bool) -> int:
     settings = TrainerSettings.load(**overrides)
     if no_upload and export_dir is None:
         print("error: --no-upload needs --export-dir (otherwise the export is thrown away)", file=sys.stderr)
@@ -77,7 +68,6 @@ def run_command(
         embedding_dim=settings.trainer_embedding_dim,
         batch_size=settings.trainer_batch_size,
         learning_rate=settings.trainer_learning_rate,
-        mlp_units=mlp,
         seed=seed,
     )
     store = ObjectStore.from_settings(settings)

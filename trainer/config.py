@@ -12,7 +12,6 @@ class TrainConfig:
     batch_size: int = 1024  # training pairs per step (whole users, scored against the whole catalogue)
     min_steps_per_epoch: int = 100  # a smaller data set makes several passes per epoch
     learning_rate: float = 0.005
-    mlp_units: int = 0  # 0: plain dot product; >0: a hidden layer of this width over u * p
     l2: float = 0.1  # per embedding row: squared norm of each batch user and of every product
     validation_share: float = 0.1  # users (with 3+ products) whose last training product validates
     patience: int = 2  # epochs without a better validation NDCG@10 before stopping

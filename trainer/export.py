@@ -35,9 +35,7 @@ class RecommenderModule(tf.Module):
     def __init__(self, trained: TrainedModel) -> None:
         super().__init__(name="recommender")
         data = trained.data
-        self.n_products = data.n_products
         scorer: Scorer = trained.scorer
-        self.mlp = scorer.mlp
         self.user_index = _lookup(data.user_ids)
         self.product_index = _lookup(data.product_ids)
         # Padded to MAX_K ids so top_k over a small catalogue still returns MAX_K columns.
@@ -48,36 +46,32 @@ class RecommenderModule(tf.Module):
         self.purchased_products = tf.Variable(
             data.purchased_products.astype(np.int64), trainable=False, name="purchased_products"
         )
-        self.popularity = tf.Variable(data.popularity, trainable=False, name="popularity")
         self.n_users = data.n_users
-        if self.mlp:
-            self.scorer = scorer
-        else:
-            # Dot-product models keep only augmented rows, scored with one matrix product: rows
-            # [u, b_u, 1, 0] against columns [p, 1, b_p, popularity], plus a last row [0, 0, 0, 1]
-            # for unknown users, whose scores are then the popularity. No bias broadcasts, no
-            # select, and the embeddings are stored once.
-            users = scorer.users.numpy()
-            ones, zeros = np.ones((len(users), 1), np.float32), np.zeros((len(users), 1), np.float32)
-            unknown = np.zeros((1, users.shape[1] + 3), np.float32)
-            unknown[0, -1] = 1.0
-            user_rows = np.concatenate(
-                [
-                    np.concatenate([users, scorer.user_bias.numpy()[:, None], ones, zeros], axis=1),
-                    unknown,
-                ]
-            )
-            product_rows = np.concatenate(
-                [
-                    scorer.products.numpy(),
-                    np.ones((data.n_products, 1), np.float32),
-                    scorer.product_bias.numpy()[:, None],
-                    data.popularity[:, None],
-                ],
-                axis=1,
-            )
-            self.user_rows = tf.Variable(user_rows, trainable=False, name="user_rows")
-            self.product_rows = tf.Variable(product_rows, trainable=False, name="product_rows")
+        # Only augmented rows are kept, scored with one matrix product: rows [u, b_u, 1, 0]
+        # against columns [p, 1, b_p, popularity], plus a last row [0, 0, 0, 1] for unknown users,
+        # whose scores are then the popularity. No bias broadcasts, no select, and the embeddings
+        # are stored once.
+        users = scorer.users.numpy()
+        ones, zeros = np.ones((len(users), 1), np.float32), np.zeros((len(users), 1), np.float32)
+        unknown = np.zeros((1, users.shape[1] + 3), np.float32)
+        unknown[0, -1] = 1.0
+        user_rows = np.concatenate(
+            [
+                np.concatenate([users, scorer.user_bias.numpy()[:, None], ones, zeros], axis=1),
+                unknown,
+            ]
+        )
+        product_rows = np.concatenate(
+            [
+                scorer.products.numpy(),
+                np.ones((data.n_products, 1), np.float32),
+                scorer.product_bias.numpy()[:, None],
+                data.popularity[:, None],
+            ],
+            axis=1,
+        )
+        self.user_rows = tf.Variable(user_rows, trainable=False, name="user_rows")
+        self.product_rows = tf.Variable(product_rows, trainable=False, name="product_rows")
 
     @tf.function(
         input_signature=[
@@ -89,12 +83,8 @@ class RecommenderModule(tf.Module):
         user = self.user_index.lookup(users)
         product = self.product_index.lookup(products)
         safe_product = tf.maximum(product, 0)
-        if self.mlp:
-            personal = self.scorer.score_pairs(tf.maximum(user, 0), safe_product)
-            scores = tf.where(user >= 0, personal, tf.gather(self.popularity, safe_product))
-        else:
-            rows = self._user_rows(user)
-            scores = tf.reduce_sum(rows * tf.gather(self.product_rows, safe_product), axis=1)
+        rows = self._user_rows(user)
+        scores = tf.reduce_sum(rows * tf.gather(self.product_rows, safe_product), axis=1)
         return {"scores": tf.where(product >= 0, scores, tf.constant(PAD_SCORE, tf.float32))}
 
     @tf.function(input_signature=RECOMMEND_INPUTS)
@@ -106,7 +96,7 @@ class RecommenderModule(tf.Module):
         return self._top(users, k, exclude_purchased=False)
 
     def _user_rows(self, user: tf.Tensor) -> tf.Tensor:
-        """Dot-product models: each looked-up user's augmented row; unknown users (-1) get the last."""
+        """Each looked-up user's augmented row; unknown users (-1) get the last."""
         return tf.gather(self.user_rows, tf.where(user >= 0, user, self.n_users))
 
     def _top(self, users: tf.Tensor, k: tf.Tensor, exclude_purchased: bool) -> dict[str, tf.Tensor]:
@@ -119,11 +109,7 @@ class RecommenderModule(tf.Module):
         known = user >= 0
         safe_user = tf.maximum(user, 0)
         batch = tf.shape(users)[0]
-        if self.mlp:
-            popular = tf.broadcast_to(self.popularity[None, :], [batch, self.n_products])
-            scores = tf.where(known[:, None], self.scorer.score_all(safe_user), popular)
-        else:
-            scores = tf.matmul(self._user_rows(user), self.product_rows, transpose_b=True)
+        scores = tf.matmul(self._user_rows(user), self.product_rows, transpose_b=True)
         if exclude_purchased:
             # Each user's purchases are purchased_products[splits[u]:splits[u + 1]]; unknown
             # users have none. Plain index ops: a RaggedTensor gather cost 0.6 ms more per call.

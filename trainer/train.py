@@ -81,7 +81,7 @@ def _fit(data: Interactions, config: TrainConfig, verbose: int | str) -> Collabo
     """Train for up to `config.epochs`, keeping the epoch with the best validation NDCG@10."""
     rng = np.random.default_rng(config.seed)
     fit, validation = validation_split(data, config.validation_share, rng)
-    model = CollaborativeFilter(data.n_users, data.n_products, config.embedding_dim, config.mlp_units)
+    model = CollaborativeFilter(data.n_users, data.n_products, config.embedding_dim)
     trainer = _Fit(data, fit, model, config)
     # batch_size counts training pairs, as before; a step takes whole users, about that many pairs.
     per_step = max(1, round(config.batch_size * trainer.users.size / int(fit.sum())))

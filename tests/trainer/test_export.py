@@ -87,8 +87,7 @@ def test_served_scores_are_the_trained_scorers(exported: Exported):
     )
 
 
-def test_a_dot_product_export_stores_the_embeddings_once(exported: Exported):
-    assert not exported.trained.scorer.mlp
+def test_the_export_stores_the_embeddings_once(exported: Exported):
     saved = tf.train.list_variables(str(exported.export_dir / "variables" / "variables"))
     embeddings = exported.trained.scorer.users.shape.num_elements()
     large = [name for name, shape in saved if np.prod(shape) >= embeddings]
@@ -120,11 +119,10 @@ def test_unknown_users_get_popular_products(exported: Exported):
 
 class NumpyModel:
     """The model recomputed with numpy alone, from the trained weights and the raw snapshot rows:
-    an independent account of what every signature should answer (dot-product models)."""
+    an independent account of what every signature should answer."""
 
     def __init__(self, exported: Exported) -> None:
         scorer, data = exported.trained.scorer, exported.trained.data
-        assert not scorer.mlp
         self.users = scorer.users.numpy().astype(np.float64)
         self.products = scorer.products.numpy().astype(np.float64)
         self.user_bias = scorer.user_bias.numpy().astype(np.float64)
@@ -227,12 +225,11 @@ def test_model_beats_popularity_on_the_small_preset(exported: Exported):
     assert m.ndcg_at_10 > m.popularity_ndcg_at_10
 
 
-@pytest.mark.parametrize("mlp_units", [0, 8])
-def test_tiny_catalogue_is_padded(exported: Exported, tmp_path, mlp_units):
+def test_tiny_catalogue_is_padded(exported: Exported, tmp_path):
     rows = exported.snapshot.purchases
     tiny = rows[rows["product"].isin(["p1", "p2", "p3", "p4", "p5"])]
     snapshot = type(exported.snapshot)(exported.snapshot.pointer, tiny.reset_index(drop=True))
-    trained = train(snapshot, TrainConfig(epochs=1, embedding_dim=4, batch_size=512, mlp_units=mlp_units), 0)
+    trained = train(snapshot, TrainConfig(epochs=1, embedding_dim=4, batch_size=512), 0)
     model = tf.saved_model.load(str(export_saved_model(trained, tmp_path / "tiny")))
     user = tiny["user"].iloc[0]
     out = call_top(model.signatures, "recommend", [user])

@@ -42,7 +42,7 @@ def test_load_from_reads_variables_as_if_set_and_leaves_the_environment_alone(
 def test_the_training_defaults_are_the_trainers():
     config, train = PipelineConfig(), TrainConfig()
     assert config.train_config() == train
-    for name in ("epochs", "embedding_dim", "batch_size", "learning_rate", "mlp_units"):
+    for name in ("epochs", "embedding_dim", "batch_size", "learning_rate"):
         assert getattr(config, name) == getattr(train, name), name
 
 
