@@ -47,8 +47,8 @@ MAX_REASON_BYTES = 1024
 # The largest reply `Reply.to_bytes` can make from a request and a model within the contract's
 # limits: JSON escapes a control character as \uXXXX (6 bytes), an item adds at most 64 bytes
 # of punctuation and score. A test builds that worst case; the producer's limit is far above it.
-MAX_REPLY_BYTES = 512 + 6 * (MAX_REQUEST_ID_LENGTH + MAX_ID_LENGTH + MAX_TEXT_LENGTH) + MAX_K * (
-    64 + 6 * MAX_ID_LENGTH
+MAX_REPLY_BYTES = (
+    512 + 6 * (MAX_REQUEST_ID_LENGTH + MAX_ID_LENGTH + MAX_TEXT_LENGTH) + MAX_K * (64 + 6 * MAX_ID_LENGTH)
 )
 
 

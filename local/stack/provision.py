@@ -7,6 +7,7 @@ marked complete, so an interrupted first run is redone rather than half-used.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -21,6 +22,9 @@ KAFKA_VERSION = "4.1.1"
 # The community edition is source-only; this pseudo-version is the module proxy's newest.
 MINIO_MODULE = "github.com/minio/minio"
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
+# The MinIO client (`mc ready`: the healthcheck of MinIO's image); the module proxy's newest.
+MC_MODULE = "github.com/minio/mc"
+MC_VERSION = "v0.0.0-20250313080218-cf909e1063a9"
 
 MARKER = ".complete"
 
@@ -64,8 +68,10 @@ def _run_with_progress(
 
 
 def kafka_libs() -> Path:
-    """Directory of the Kafka jars, resolving them from Maven Central on first use."""
-    home = cache_dir() / f"kafka-{KAFKA_VERSION}"
+    """Directory of the Kafka jars, resolving them from Maven Central on first use (again when the
+    pom changes: its hash names the cache folder)."""
+    pom_text = resources.files("local.stack").joinpath("kafka-pom.xml").read_text()
+    home = cache_dir() / f"kafka-{KAFKA_VERSION}-{hashlib.sha256(pom_text.encode()).hexdigest()[:8]}"
     libs = home / "libs"
     if (home / MARKER).exists():
         return libs
@@ -74,7 +80,7 @@ def kafka_libs() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(libs, ignore_errors=True)
     pom = home / "pom.xml"
-    pom.write_text(resources.files("local.stack").joinpath("kafka-pom.xml").read_text())
+    pom.write_text(pom_text)
     _run_with_progress(
         [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={libs}"],
         f"resolving Apache Kafka {KAFKA_VERSION} jars with Maven",
@@ -101,6 +107,10 @@ def go_install(module: str, version: str, binary: str, label: str) -> Path:
 
 def minio_binary() -> Path:
     return go_install(MINIO_MODULE, MINIO_VERSION, "minio", f"building MinIO {MINIO_VERSION} with go install")
+
+
+def mc_binary() -> Path:
+    return go_install(MC_MODULE, MC_VERSION, "mc", f"building the MinIO client {MC_VERSION} with go install")
 
 
 def provision_all() -> None:

@@ -35,24 +35,26 @@ def run_compose(
     env_file: Path,
     project: str = "srtest",
     timeout: float = 120,
+    overrides: tuple[Path, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Run compose on the repo's file with exactly `env` (plus PATH/HOME) and an explicit env file,
-    so neither the caller's environment nor a developer's .env changes the result."""
-    base = {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ}
+    """Run compose on the repo's file (then `overrides`) with exactly `env` (plus PATH/HOME) and an
+    explicit env file, so neither the caller's environment nor a developer's .env changes the result."""
     return subprocess.run(
-        [
-            str(binary),
-            "--file",
-            str(COMPOSE_FILE),
-            "--project-name",
-            project,
-            "--env-file",
-            str(env_file),
-            *args,
-        ],
-        env=base | env,
+        compose_command(binary, project, env_file, overrides) + list(args),
+        env=compose_environment(env),
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=REPO,
     )
+
+
+def compose_environment(env: dict[str, str]) -> dict[str, str]:
+    return {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ} | env
+
+
+def compose_command(
+    binary: Path, project: str, env_file: Path, overrides: tuple[Path, ...] = ()
+) -> list[str]:
+    files = [arg for path in (COMPOSE_FILE, *overrides) for arg in ("--file", str(path))]
+    return [str(binary), *files, "--project-name", project, "--env-file", str(env_file)]

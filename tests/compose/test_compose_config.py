@@ -167,13 +167,12 @@ def test_a_serving_instance_that_cannot_load_its_model_is_unhealthy_within_minut
 
 
 def _run_serving_check(config: dict, models: Path, port: int) -> int:
-    """The serving healthcheck's own script, run by bash here against `models` and `port`."""
-    command = config["services"]["serving-a"]["healthcheck"]["test"]
-    assert command[:3] == ["CMD", "bash", "-c"]
-    script = command[3]
+    """The serving healthcheck's own command, run by sh (as CMD-SHELL does) against `models` and `port`."""
+    kind, script = config["services"]["serving-a"]["healthcheck"]["test"]
+    assert kind == "CMD-SHELL"
     assert "/models/recommender/" in script and "127.0.0.1/8501" in script
     script = script.replace("/models/", f"{models}/").replace("127.0.0.1/8501", f"127.0.0.1/{port}")
-    return subprocess.run(["bash", "-c", script], capture_output=True, timeout=30).returncode
+    return subprocess.run(["/bin/sh", "-c", script], capture_output=True, timeout=30).returncode
 
 
 def test_the_serving_check_waits_for_a_first_version_and_then_demands_it(
