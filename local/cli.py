@@ -9,7 +9,7 @@ import click
 from recommender import cli
 
 # Modules that contribute subcommands, in the order --help lists them.
-COMMAND_MODULES = ["local.stack.cli", "tfserving.cli", "local.demo"]
+COMMAND_MODULES = ["local.stack.cli", "local.cluster.cli", "tfserving.cli", "local.demo"]
 
 
 def build_group() -> click.Group:

@@ -38,9 +38,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def port_open(port: int, timeout: float = 0.5) -> bool:
+def port_open(port: int, timeout: float = 0.5, host: str = HOST) -> bool:
     try:
-        with socket.create_connection((HOST, port), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False
@@ -93,6 +93,7 @@ class ManagedServer:
 
     name = "server"
     start_timeout = 90.0
+    host = HOST  # the address it listens on
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -117,7 +118,7 @@ class ManagedServer:
         if self.running():
             return
         # Readiness probes the port, so a stranger on it would pass for this server.
-        busy = [port for port in self.ports() if port_open(port)]
+        busy = [port for port in self.ports() if port_open(port, host=self.host)]
         if busy:
             raise StackError(f"{self.name} cannot start: port {busy[0]} is already in use")
         cmd, env = self.command()
@@ -224,9 +225,10 @@ class KafkaServer(ManagedServer):
 
     def __init__(
         self, workdir: Path, port: int | None = None, controller_port: int | None = None,
-        tls: Certificates | None = None, user: ScramUser | None = None,
+        tls: Certificates | None = None, user: ScramUser | None = None, host: str = HOST,
     ) -> None:  # fmt: skip
         super().__init__(workdir)
+        self.host = host
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
         self.properties = workdir / "server.properties"
@@ -240,7 +242,7 @@ class KafkaServer(ManagedServer):
 
     @property
     def bootstrap(self) -> str:
-        return f"{HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def listener(self) -> str:
@@ -292,10 +294,10 @@ class KafkaServer(ManagedServer):
         lines = [
             "process.roles=broker,controller",
             "node.id=1",
-            f"controller.quorum.bootstrap.servers={HOST}:{self.controller_port}",
-            f"listeners={self.listener}://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
-            f"advertised.listeners={self.listener}://{HOST}:{self.port},"
-            f"CONTROLLER://{HOST}:{self.controller_port}",
+            f"controller.quorum.bootstrap.servers={self.host}:{self.controller_port}",
+            f"listeners={self.listener}://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
+            f"advertised.listeners={self.listener}://{self.host}:{self.port},"
+            f"CONTROLLER://{self.host}:{self.controller_port}",
             "controller.listener.names=CONTROLLER",
             f"inter.broker.listener.name={self.listener}",
             *self._security_properties(),
@@ -356,7 +358,7 @@ class KafkaServer(ManagedServer):
         return self._java("kafka.Kafka", str(self.properties))
 
     def ready(self) -> bool:
-        if not port_open(self.port):
+        if not port_open(self.port, host=self.host):
             return False
         # The port opens before the broker has joined the quorum; metadata proves it serves.
         from confluent_kafka.admin import AdminClient
@@ -376,8 +378,10 @@ class MinioServer(ManagedServer):
     def __init__(
         self, workdir: Path, port: int | None = None, console_port: int | None = None,
         access_key: str | None = None, secret_key: str | None = None, tls: Certificates | None = None,
+        host: str = HOST,
     ) -> None:  # fmt: skip
         super().__init__(workdir)
+        self.host = host
         self.port = port or free_port()
         self.console_port = console_port or free_port()
         self.access_key = access_key or "recommender-" + secrets.token_hex(4)
@@ -389,7 +393,7 @@ class MinioServer(ManagedServer):
 
     @property
     def endpoint(self) -> str:
-        return f"{HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -398,7 +402,7 @@ class MinioServer(ManagedServer):
     def command(self) -> tuple[list[str], dict[str, str]]:
         cmd = [
             str(provision.minio_binary()), "server", str(self.workdir / "data"),
-            "--address", self.endpoint, "--console-address", f"{HOST}:{self.console_port}", "--quiet",
+            "--address", self.endpoint, "--console-address", f"{self.host}:{self.console_port}", "--quiet",
         ]  # fmt: skip
         if self.tls:
             # MinIO serves HTTPS when its certs dir holds public.crt and private.key.
@@ -473,11 +477,11 @@ class Stack:
     with SASL_SSL (SCRAM-SHA-512) and MinIO with HTTPS, both presenting that certificate.
     """
 
-    def __init__(self, workdir: Path, secure: bool = False) -> None:
+    def __init__(self, workdir: Path, secure: bool = False, host: str = HOST) -> None:
         self.workdir = workdir
         self.tls = generate_certificates(workdir / "tls") if secure else None
-        self.kafka = KafkaServer(workdir / "kafka", tls=self.tls)
-        self.minio = MinioServer(workdir / "minio", tls=self.tls)
+        self.kafka = KafkaServer(workdir / "kafka", tls=self.tls, host=host)
+        self.minio = MinioServer(workdir / "minio", tls=self.tls, host=host)
 
     def up(self) -> StackInfo:
         try:

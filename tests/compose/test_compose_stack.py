@@ -112,15 +112,16 @@ def _replies_by_model(summary: str) -> dict[str, int]:
 def test_the_client_is_answered_across_a_model_swap(stack: dict) -> None:
     first = wait_until(lambda: _readyz(stack), READY_DEADLINE_S, "the first model to be live", every=10)
 
+    # --no-deps: the stack is up; `run` would otherwise re-create the dependencies it depends on.
     one = stack["compose"](
-        "--profile", "client", "run", "--rm", "client", "client", "recommend", "--user", "1", "--k", "5",
+        "--profile", "client", "run", "--rm", "--no-deps", "client", "client", "recommend", "--user", "1", "--k", "5",
     )  # fmt: skip
     assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
     assert f"instance {first['instance']}" in one.stdout
 
     log = stack["workdir"] / "client-load.log"
     load = stack["popen"](
-        "--profile", "client", "run", "--rm", "client",
+        "--profile", "client", "run", "--rm", "--no-deps", "client",
         "client", "load", "--rate", str(LOAD_RATE), "--duration", str(LOAD_SECONDS),
         log=log,
     )  # fmt: skip

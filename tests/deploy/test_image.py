@@ -17,7 +17,7 @@ from tests.containers import project_image, run, tail
 
 # Local mode, which the production image must not contain (tests/unit/test_import_boundaries.py).
 LOCAL_MODE = ("local", "tfserving")
-LOCAL_COMMANDS = {"stack", "tfserving", "demo"}
+LOCAL_COMMANDS = {"stack", "cluster", "tfserving", "demo"}
 
 
 @pytest.fixture(scope="module")

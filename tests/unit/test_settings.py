@@ -132,7 +132,7 @@ def _commands(group: click.Group, path: str = "") -> Iterator[tuple[str, click.C
     ("package", "prog", "commands"),
     [
         ("recommender", "recommender", {"init", "modelserver", "pipeline"}),
-        ("local", "recommender-local", {"stack", "tfserving", "demo"}),
+        ("local", "recommender-local", {"stack", "cluster", "tfserving", "demo"}),
     ],
 )
 def test_every_subcommand_has_help(package: str, prog: str, commands: set[str]):
@@ -142,7 +142,7 @@ def test_every_subcommand_has_help(package: str, prog: str, commands: set[str]):
     subcommands = set(group.commands)
     assert commands <= subcommands
     # Local mode's commands are `recommender-local` only, never `recommender`.
-    assert package == "local" or not subcommands & {"stack", "tfserving", "demo"}
+    assert package == "local" or not subcommands & {"stack", "cluster", "tfserving", "demo"}
     for name in subcommands:
         result = subprocess.run(
             [sys.executable, "-m", package, name, "--help"], capture_output=True, text=True, timeout=60
