@@ -17,7 +17,8 @@ from modelserver.settings import ModelServerSettings
     "across partitions), learn the live model from the compacted TOPIC_MODEL_UPDATES, call that instance "
     "in micro-batches (gRPC or REST) and produce replies on TOPIC_REPLIES; bad or unservable requests go "
     "to TOPIC_DLQ. Offsets are stored only after the replies are acknowledged (at-least-once). HTTP: "
-    "/healthz /readyz /state /metrics and POST /recommend. Flags override the MODELSERVER_* variables.",
+    "/healthz /readyz /state /history /metrics and POST /recommend. Flags override the MODELSERVER_* "
+    "variables.",
 )
 @settings_options(
     ModelServerSettings,

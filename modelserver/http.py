@@ -15,13 +15,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from common.retry import Backoff, poll
+from modelserver.history import History
 from modelserver.metrics import Metrics
 from modelserver.processing import DeadLetter, Incoming, Reply, Valid, parse
 from modelserver.routing import Route, Router
 
 log = logging.getLogger(__name__)
 
-# A static page with no build step: its script polls /state once a second.
+# A static page with no build step and no fetch beyond this server: its script polls /state and
+# /history once a second and draws the charts as inline SVG.
 STATUS_PAGE = (Path(__file__).parent / "status.html").read_text(encoding="utf-8")
 
 
@@ -30,6 +32,7 @@ class Server(Protocol):
 
     router: Router
     metrics: Metrics
+    history: History
 
     def state(self) -> dict[str, Any]: ...
 
@@ -64,6 +67,16 @@ def build_app(server: Server) -> FastAPI:
     @app.get("/state")
     def state() -> dict[str, Any]:
         return server.state()
+
+    @app.get("/history")
+    def history(since: float | None = None) -> dict[str, Any]:
+        # `since`: the `at` of a page's newest point, so a page polls only for the points after it.
+        return {
+            "every_s": server.history.every_s,
+            "span_s": server.history.span_s,
+            "points": server.history.points(since),
+            "switches": [switch.to_json() for switch in server.router.history],
+        }
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -101,7 +114,7 @@ class HttpServer:
         poll(lambda: self.server.started or not self.thread.is_alive(), Backoff(0.05), timeout)
         if not self.server.started:
             raise RuntimeError("the HTTP server did not start (is the port free?)")
-        log.info("HTTP on port %d: /healthz /readyz /state /metrics /recommend", self.port)
+        log.info("HTTP on port %d: /healthz /readyz /state /history /metrics /recommend", self.port)
 
     @property
     def port(self) -> int:

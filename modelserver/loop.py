@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from common.errors import describe_exception
 from common.kafka import delivery_error, make_consumer, make_producer, refuses_record
+from modelserver.history import History, Sampler
 from modelserver.http import HttpServer, build_app
 from modelserver.metrics import Metrics
 from modelserver.processing import (
@@ -82,7 +83,7 @@ def answer(
                     DeadLetter(call.requests[0].source, ErrorKind.INTERNAL_ERROR, describe_exception(exc))
                 )
         finally:
-            metrics.predict_latency.labels(call.signature.value).observe(time.monotonic() - started)
+            metrics.observe_predict(route.update.instance, call.signature.value, time.monotonic() - started)
     return answered, dead
 
 
@@ -108,6 +109,7 @@ class ModelServer:
         self.router = Router(retire_after_s=settings.modelserver_serving_deadline_s + 30)
         self.stop = threading.Event()
         self.watcher = ModelWatcher(settings, self.router, self.metrics, self.stop)
+        self.history = History()
         self._paused = False
         self._next_lag = 0.0
 
@@ -122,6 +124,7 @@ class ModelServer:
         )
         http.start()
         self.watcher.start()
+        Sampler(self.metrics.reading, self.history, self.stop).start()
         # A crashed replica's partitions wait for its session to expire: 10 s rather than
         # librdkafka's 45 s, unless KAFKA_SESSION_TIMEOUT_MS says otherwise.
         session = {} if "session.timeout.ms" in self.settings.kafka else {"session.timeout.ms": 10_000}
@@ -391,9 +394,11 @@ class ModelServer:
                 "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(route.since)),
                 "since_epoch_s": route.since,
             }
+        previous = self.router.previous
         return {
             "ready": route is not None,
             "model": model,
+            "previous_model": previous.model_dump(mode="json") if previous is not None else None,
             "switches": self.router.switches,
             "protocol": self.settings.modelserver_protocol,
             "max_batch": self.settings.modelserver_max_batch,

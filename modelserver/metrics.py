@@ -1,4 +1,5 @@
-"""Prometheus metrics (own registry) and the rolling figures behind `GET /state`."""
+"""Prometheus metrics (own registry), the rolling figures behind `GET /state` and the readings
+behind `GET /history`."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from modelserver.history import Reading
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# End-to-end latencies kept between two history readings: ample for 2 s at 10,000 replies/s, and
+# a bound should nothing read them.
+FRESH_LATENCIES = 20_000
 
 
 class Metrics:
@@ -63,6 +69,10 @@ class Metrics:
         self._recent: deque[dict[str, Any]] = deque(maxlen=recent)
         self.counts = {"requests": 0, "replies": 0, "dlq": 0, "batches": 0}
         self.consumer_lag: int | None = None
+        # For the history: what the Prometheus metrics hold but not by kind or by instance.
+        self._fresh_latencies: deque[float] = deque(maxlen=FRESH_LATENCIES)
+        self._dlq_by_kind: dict[str, int] = {}
+        self._predict_by_instance: dict[str, tuple[float, int]] = {}
 
     def observe_batch(self, size: int) -> None:
         self.requests.inc(size)
@@ -84,13 +94,22 @@ class Metrics:
         with self._lock:
             self.counts["replies"] += len(latencies_s)
             self._latencies.extend(valid)
+            self._fresh_latencies.extend(valid)
             self._recent.extend(summaries)
 
     def observe_dead_letter(self, kind: str, summary: dict[str, Any]) -> None:
         self.dlq.labels(kind).inc()
         with self._lock:
             self.counts["dlq"] += 1
+            self._dlq_by_kind[kind] = self._dlq_by_kind.get(kind, 0) + 1
             self._recent.append(summary)
+
+    def observe_predict(self, instance: str, signature: str, seconds: float) -> None:
+        """One predict call; the Prometheus histogram is by signature, the history by instance."""
+        self.predict_latency.labels(signature).observe(seconds)
+        with self._lock:
+            total, calls = self._predict_by_instance.get(instance, (0.0, 0))
+            self._predict_by_instance[instance] = (total + seconds, calls + 1)
 
     def set_lag(self, lag: int | None) -> None:
         self.consumer_lag = lag
@@ -114,6 +133,22 @@ class Metrics:
             "recent": recent,
             "at": time.time(),
         }
+
+    def reading(self) -> Reading:
+        """The counters now, taking the end-to-end latencies observed since the previous reading."""
+        with self._lock:
+            fresh = list(self._fresh_latencies)
+            self._fresh_latencies.clear()
+            return Reading(
+                at=time.time(),
+                clock=time.monotonic(),
+                requests=self.counts["requests"],
+                replies=self.counts["replies"],
+                dlq=dict(self._dlq_by_kind),
+                predict=dict(self._predict_by_instance),
+                lag=self.consumer_lag,
+                latencies_s=fresh,
+            )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,14 +10,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from common.retry import Backoff, poll
 from common.schemas import ModelRef, ModelUpdate
 from modelserver.serving import ServingClient
 
 log = logging.getLogger(__name__)
+
+SWITCHES_KEPT = 100  # for the status page; a swap a minute is 100 minutes of them
 
 
 @dataclass
@@ -40,12 +44,54 @@ class Route:
         )
 
 
+SwitchKind = Literal["publish", "rollback"]
+
+
+def switch_kind(old: ModelUpdate, new: ModelUpdate, seen: set[tuple[str, int]]) -> SwitchKind:
+    """Whether a switch from `old` to `new` is a publish or a rollback.
+
+    A model update does not say: `modelpublisher rollback` re-announces the previous record like
+    any publish. But versions are epoch seconds bumped past every version under either instance
+    (trainer.upload.next_version), so a freshly uploaded model always has a newer version than the
+    one it replaces. A switch to an older version, or to an instance and version this server has
+    routed to before (`seen`), brings an earlier model back: a rollback. The live model announced
+    at a new address is neither, and counted as a publish.
+    """
+    target = (new.instance, new.version)
+    earlier = target in seen and target != (old.instance, old.version)
+    return "rollback" if new.version < old.version or earlier else "publish"
+
+
+@dataclass(frozen=True)
+class Switch:
+    """One change of the live route: a row of the status page's switches and a chart marker."""
+
+    at: float  # time.time() of the new route
+    kind: SwitchKind
+    old: ModelUpdate
+    new: ModelUpdate
+
+    def to_json(self) -> dict[str, Any]:
+        def model(update: ModelUpdate) -> dict[str, Any]:
+            return {
+                "instance": update.instance,
+                "version": update.version,
+                "published_at": update.published_at,
+                "metrics": update.metrics.model_dump(mode="json"),
+            }
+
+        return {"at": self.at, "kind": self.kind, "from": model(self.old), "to": model(self.new)}
+
+
 class Router:
-    """Holds the live route; thread-safe, read by the batch loop and the HTTP endpoints."""
+    """Holds the live route and the switches so far; thread-safe, read by the batch loop and the
+    HTTP endpoints."""
 
     def __init__(self, retire_after_s: float = 60.0) -> None:
         self._lock = threading.Lock()
         self._route: Route | None = None
+        self._seen: set[tuple[str, int]] = set()
+        self._history: deque[Switch] = deque(maxlen=SWITCHES_KEPT)
         self.switches = 0
         # The old client stays open this long: a batch in flight may still be using it.
         self.retire_after_s = retire_after_s
@@ -55,21 +101,38 @@ class Router:
         with self._lock:
             return self._route
 
+    @property
+    def history(self) -> list[Switch]:
+        """The newest SWITCHES_KEPT switches, oldest first."""
+        with self._lock:
+            return list(self._history)
+
+    @property
+    def previous(self) -> ModelUpdate | None:
+        """The model the live one replaced."""
+        with self._lock:
+            return self._history[-1].old if self._history else None
+
     def install(self, route: Route) -> Route | None:
+        target = (route.update.instance, route.update.version)
         with self._lock:
             old, self._route = self._route, route
             if old is not None:
                 self.switches += 1
+                kind = switch_kind(old.update, route.update, self._seen)
+                self._history.append(Switch(route.since, kind, old.update, route.update))
+            self._seen.add(target)
         if old is not None:
             timer = threading.Timer(self.retire_after_s, old.client.close)
             timer.daemon = True
             timer.start()
             log.info(
-                "switched from %s v%d to %s v%d",
+                "switched from %s v%d to %s v%d (%s)",
                 old.update.instance,
                 old.update.version,
                 route.update.instance,
                 route.update.version,
+                kind,
             )
         else:
             log.info(

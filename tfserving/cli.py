@@ -8,6 +8,8 @@ import threading
 
 import click
 
+from tfserving.monitoring import MonitoringConfigError, prometheus_path
+
 log = logging.getLogger(__name__)
 
 
@@ -17,8 +19,9 @@ log = logging.getLogger(__name__)
     help="A stand-in for tensorflow_model_server in local mode, where the real binary cannot be installed. "
     "It serves the numeric version directories under --model_base_path with the `latest` policy (a new "
     "version is loaded before the old one is unloaded), TF-Serving's REST API on --rest_api_port and its "
-    "gRPC PredictionService/ModelService on --port. It implements only what this project uses; "
-    "docker-compose and Helm run the real tensorflow/serving image.",
+    "gRPC PredictionService/ModelService on --port, and with --monitoring_config_file TF-Serving's request "
+    "metrics for Prometheus. It implements only what this project uses; docker-compose and Helm run the "
+    "real tensorflow/serving image.",
 )
 @click.option("--port", type=int, default=8500, help="gRPC port (default 8500)")
 @click.option("--rest_api_port", type=int, default=8501, help="REST port (default 8501)")
@@ -34,6 +37,12 @@ log = logging.getLogger(__name__)
     help="seconds between polls of the base path for new versions (default 1)",
 )
 @click.option(
+    "--monitoring_config_file",
+    default="",
+    help="text-format MonitoringConfig; with prometheus_config { enable: true } the REST port serves "
+    "TF-Serving's request count and latency at its path (default /monitoring/prometheus/metrics)",
+)
+@click.option(
     "--tensorflow_inter_op_parallelism", type=int, default=0, help="TF inter-op threads (0: TF decides)"
 )
 @click.option(
@@ -46,9 +55,15 @@ def command(
     model_name: str,
     model_base_path: str,
     file_system_poll_wait_seconds: float,
+    monitoring_config_file: str,
     tensorflow_inter_op_parallelism: int,
     tensorflow_intra_op_parallelism: int,
 ) -> int:
+    # A bad file stops the server before it serves anything, as it stops tensorflow_model_server.
+    try:
+        metrics_path = prometheus_path(monitoring_config_file) if monitoring_config_file else None
+    except MonitoringConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--monitoring_config_file") from None
     # TensorFlow is imported here so that `recommender --help` stays fast.
     import tensorflow as tf
 
@@ -65,6 +80,7 @@ def command(
         rest_port=rest_api_port,
         poll_seconds=file_system_poll_wait_seconds,
         host=rest_api_host,
+        metrics_path=metrics_path,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

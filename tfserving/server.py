@@ -2,7 +2,9 @@
 
 REST follows TF-Serving's paths, JSON shapes, `{"error": ...}` bodies and HTTP codes; gRPC
 implements the official PredictionService (Predict, GetModelMetadata) and ModelService
-(GetModelStatus) from tensorflow_serving.apis. Both serve requests concurrently on threads.
+(GetModelStatus) from tensorflow_serving.apis. Both serve requests concurrently on threads, and
+both count and time requests as TF-Serving does (tfserving.monitoring); the REST port serves those
+metrics only when a monitoring config enables them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import logging
 import re
 import threading
+import time
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,6 +28,7 @@ from tensorflow_serving.apis import (
 
 from common.errors import first_line
 from tfserving.core import ModelManager, TFServingStatusError, invalid
+from tfserving.monitoring import RequestMetrics
 from tfserving.protocol import (
     metadata_response,
     parse_predict_body,
@@ -61,20 +65,38 @@ PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?:(classify|re
 STATUS_PATH = re.compile(r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+))?(?:/(metadata))?", re.I)
 
 
+def _metric_labels(method: str, path: str) -> tuple[str, str]:
+    """The model name and API a REST request is counted under: what TF-Serving's path parsing
+    captured, so "" for a path that names no model and for every GET (status, metadata)."""
+    if method == "POST" and (match := PREDICT_PATH.fullmatch(path)):
+        return match.group(1), match.group(3)
+    if method == "GET" and (match := STATUS_PATH.fullmatch(path)):
+        return match.group(1) or "", ""
+    return "", ""
+
+
 class RestApi:
-    """Request handling independent of the HTTP plumbing: (method, path, body) -> (status, JSON)."""
+    """Request handling independent of the HTTP plumbing: (method, path, body) -> (status, JSON body)."""
 
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelManager, metrics: RequestMetrics) -> None:
         self.manager = manager
+        self.metrics = metrics
 
-    def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        started = time.perf_counter()
+        path = path.split("?", 1)[0]
         try:
-            return 200, self._dispatch(method, path.split("?", 1)[0], body)
+            status, code, payload = 200, "OK", self._dispatch(method, path, body)
         except TFServingStatusError as exc:
-            return HTTP_CODES.get(exc.code, 500), {"error": exc.message}
+            status, code, payload = HTTP_CODES.get(exc.code, 500), exc.code, {"error": exc.message}
         except Exception as exc:  # an unexpected failure is INTERNAL, as in TF-Serving
             log.exception("request %s %s failed", method, path)
-            return 500, {"error": first_line(exc) or type(exc).__name__}
+            status, code, payload = 500, "INTERNAL", {"error": first_line(exc) or type(exc).__name__}
+        data = json.dumps(payload).encode("utf-8")
+        # Counted and timed with the body made, as TF-Serving's REST dispatcher does once it wrote it.
+        model_name, api = _metric_labels(method, path)
+        self.metrics.record(model_name, api, "REST", code, started)
+        return status, data
 
     def _dispatch(self, method: str, path: str, body: bytes) -> dict:
         if method == "POST" and (match := PREDICT_PATH.fullmatch(path)):
@@ -102,20 +124,27 @@ class RestApi:
         return predict_response_json(outputs, fmt)
 
 
-def make_http_server(api: RestApi, host: str, port: int) -> ThreadingHTTPServer:
+def make_http_server(
+    api: RestApi, host: str, port: int, metrics_path: str | None = None
+) -> ThreadingHTTPServer:
+    """The REST port; with `metrics_path`, it also serves the Prometheus metrics there."""
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as TF-Serving's server does
 
         def _serve(self, method: str) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            if not self.path.lower().startswith("/v1/"):
-                status, payload = 404, {"error": f"Not found: {self.path}"}
+            content_type = "application/json"
+            # TF-Serving registers the metrics path as a handler of its own, ahead of the REST API.
+            if metrics_path is not None and self.path.split("?", 1)[0] == metrics_path:
+                status, data, content_type = 200, api.metrics.exposition().encode(), "text/plain"
+            elif not self.path.lower().startswith("/v1/"):
+                status, data = 404, json.dumps({"error": f"Not found: {self.path}"}).encode()
             else:
-                status, payload = api.handle(method, self.path, body)
-            data = json.dumps(payload).encode("utf-8")
+                status, data = api.handle(method, self.path, body)
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -135,18 +164,30 @@ def make_http_server(api: RestApi, host: str, port: int) -> ThreadingHTTPServer:
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelManager, metrics: RequestMetrics) -> None:
         self.manager = manager
+        self.metrics = metrics
 
     def Predict(self, request, context):
+        started = time.perf_counter()
+        spec = request.model_spec
         try:
-            spec = request.model_spec
-            loaded = self.manager.resolve(spec.name, spec.version.value if spec.HasField("version") else None)
-            signature_name = spec.signature_name or "serving_default"
-            inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
-            outputs = loaded.run(signature_name, inputs, list(request.output_filter) or None)
+            response = self._predict(request)
         except TFServingStatusError as exc:
+            self.metrics.record(spec.name, "Predict", "GRPC", exc.code, started)
             context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
+        except Exception:
+            self.metrics.record(spec.name, "Predict", "GRPC", "UNKNOWN", started)  # grpc answers UNKNOWN
+            raise
+        self.metrics.record(spec.name, "Predict", "GRPC", "OK", started)
+        return response
+
+    def _predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        spec = request.model_spec
+        loaded = self.manager.resolve(spec.name, spec.version.value if spec.HasField("version") else None)
+        signature_name = spec.signature_name or "serving_default"
+        inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
+        outputs = loaded.run(signature_name, inputs, list(request.output_filter) or None)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = spec.name
         response.model_spec.version.value = loaded.version
@@ -193,12 +234,15 @@ class TFServingServer:
         poll_seconds: float = 1.0,
         host: str = "0.0.0.0",
         threads: int = 8,
+        metrics_path: str | None = None,
     ) -> None:
         self.manager = ModelManager(model_name, Path(model_base_path), poll_seconds)
-        self.http = make_http_server(RestApi(self.manager), host, rest_port)
+        self.metrics = RequestMetrics()
+        self.metrics_path = metrics_path
+        self.http = make_http_server(RestApi(self.manager, self.metrics), host, rest_port, metrics_path)
         self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"))
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.manager), self.grpc
+            PredictionService(self.manager, self.metrics), self.grpc
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.manager), self.grpc)
         bound = self.grpc.add_insecure_port(f"{host}:{grpc_port}")
@@ -214,6 +258,8 @@ class TFServingServer:
         self._http_thread = threading.Thread(target=self.http.serve_forever, name="rest", daemon=True)
         self._http_thread.start()
         log.info("serving gRPC on port %d and REST on port %d", self.grpc_port, self.rest_port)
+        if self.metrics_path is not None:
+            log.info("Prometheus metrics on the REST port at %s", self.metrics_path)
 
     def stop(self) -> None:
         self.http.shutdown()

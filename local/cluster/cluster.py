@@ -587,9 +587,9 @@ def _remove_kube_chains() -> None:
             rules = _run([tool, "-t", table, "-S"], check=False).stdout.splitlines()
             for rule in rules:
                 parts = rule.split()
-                if parts[:1] == ["-A"] and not parts[1].startswith("KUBE-") and "-j" in parts:
-                    if parts[parts.index("-j") + 1].startswith("KUBE-"):
-                        _run([tool, "-t", table, "-D", *parts[1:]], check=False)
+                jumps_to_kube = "-j" in parts and parts[parts.index("-j") + 1].startswith("KUBE-")
+                if parts[:1] == ["-A"] and not parts[1].startswith("KUBE-") and jumps_to_kube:
+                    _run([tool, "-t", table, "-D", *parts[1:]], check=False)
             chains = [r.split()[1] for r in rules if r.startswith("-N KUBE-")]
             for chain in chains:
                 _run([tool, "-t", table, "-F", chain], check=False)

@@ -16,6 +16,7 @@ from typing import Any
 from common.retry import Backoff, poll
 from common.schemas import ModelMetrics, ModelUpdate
 from local.stack.servers import HOST, ManagedServer, StackError, free_port, http_get
+from tfserving.monitoring import DEFAULT_PROMETHEUS_PATH
 
 DEFAULT_MODEL_NAME = "recommender"
 
@@ -72,11 +73,15 @@ class TFServingProcess(ManagedServer):
         return f"{HOST}:{self.grpc_port}"
 
     def command(self) -> tuple[list[str], dict[str, str]]:
+        # TF-Serving's Prometheus metrics, as docker compose and the chart turn them on.
+        monitoring = self.workdir / "monitoring.config"
+        monitoring.write_text(f'prometheus_config {{ enable: true, path: "{DEFAULT_PROMETHEUS_PATH}" }}\n')
         cmd = [
             sys.executable, "-m", "local", "tfserving", "--rest_api_host", HOST,
             "--port", str(self.grpc_port), "--rest_api_port", str(self.rest_port),
             "--model_name", self.model_name, "--model_base_path", str(self.model_dir),
             "--file_system_poll_wait_seconds", str(self.poll_seconds),
+            "--monitoring_config_file", str(monitoring),
         ]  # fmt: skip
         return cmd, {**self.env, "TF_CPP_MIN_LOG_LEVEL": "2"}
 

@@ -114,7 +114,8 @@ def test_the_client_is_answered_across_a_model_swap(stack: dict) -> None:
 
     # --no-deps: the stack is up; `run` would otherwise re-create the dependencies it depends on.
     one = stack["compose"](
-        "--profile", "client", "run", "--rm", "--no-deps", "client", "client", "recommend", "--user", "1", "--k", "5",
+        "--profile", "client", "run", "--rm", "--no-deps", "client",
+        "client", "recommend", "--user", "1", "--k", "5",
     )  # fmt: skip
     assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
     assert f"instance {first['instance']}" in one.stdout

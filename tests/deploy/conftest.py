@@ -28,7 +28,11 @@ REQUIRED_SET = [
 ]
 
 # The CRDs of the optional resources, as a cluster with the Prometheus Operator and KEDA serves them.
-OPTIONAL_APIS = ["monitoring.coreos.com/v1/ServiceMonitor", "keda.sh/v1alpha1/ScaledObject"]
+OPTIONAL_APIS = [
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.coreos.com/v1/PrometheusRule",
+    "keda.sh/v1alpha1/ScaledObject",
+]
 WITH_OPTIONAL_APIS = [arg for api in OPTIONAL_APIS for arg in ("--api-versions", api)]
 
 Renderer = Callable[..., list[dict]]

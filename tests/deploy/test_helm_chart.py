@@ -4,6 +4,7 @@ every manifest against the Kubernetes schemas bundled with kubernetes-validate."
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,7 @@ VALUE_SETS = pytest.mark.parametrize(
     "values", [REQUIRED_SET, ["-f", str(FULL_VALUES)], KEDA_VALUES], ids=["default", "full", "keda"]
 )
 # Custom resources kubernetes-validate has no schema for; ScaledObject's fields are checked below.
-CUSTOM_KINDS = {"ServiceMonitor", "ScaledObject", "TriggerAuthentication"}
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"}
 
 
 @VALUE_SETS
@@ -598,3 +599,179 @@ def test_optional_resources_are_left_out_with_a_warning_where_their_crds_are_mis
         assert "WARNING" not in render_notes(
             helm, tmp_path / f"{crd.replace('/', '-')}-ok", "rel", "recs", *values
         )
+
+
+def test_serving_pods_get_tf_servings_monitoring_flag_and_config_map(
+    full: list[dict], default: list[dict], tmp_path: Path
+) -> None:
+    from tfserving.monitoring import prometheus_path
+
+    manifests = by_kind_name(full)
+    config = manifests[("ConfigMap", "recsys-serving-monitoring")]["data"]["monitoring.config"]
+    # The text TF-Serving parses, read by the stand-in's parser of the same MonitoringConfig proto.
+    (tmp_path / "monitoring.config").write_text(config)
+    assert prometheus_path(str(tmp_path / "monitoring.config")) == "/monitoring/tfserving/metrics"
+    for instance in ("a", "b"):
+        deployment = manifests[("Deployment", f"recsys-serving-{instance}")]
+        serving = container(deployment, "tensorflow-serving")
+        assert "--monitoring_config_file=/etc/tfserving/monitoring.config" in serving["args"]
+        assert {"name": "monitoring", "mountPath": "/etc/tfserving", "readOnly": True} in serving[
+            "volumeMounts"
+        ]
+        volumes = pod_spec(deployment)["volumes"]
+        assert {"name": "monitoring", "configMap": {"name": "recsys-serving-monitoring"}} in volumes
+        # A changed file restarts the pods: TF-Serving reads it only at start-up.
+        assert deployment["spec"]["template"]["metadata"]["annotations"]["checksum/monitoring"]
+    # Off by default: TF-Serving runs exactly as before.
+    plain = by_kind_name(default)
+    serving = container(plain[("Deployment", "rel-streaming-recommender-serving-a")], "tensorflow-serving")
+    assert not [arg for arg in serving["args"] if arg.startswith("--monitoring_config_file")]
+    assert ("ConfigMap", "rel-streaming-recommender-serving-monitoring") not in plain
+
+
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels and In expressions) selects `labels`."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def test_a_service_monitor_scrapes_tf_serving_on_every_instances_rest_port(full: list[dict]) -> None:
+    manifests = by_kind_name(full)
+    monitor = manifests[("ServiceMonitor", "recsys-serving")]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "rest", "path": "/monitoring/tfserving/metrics", "interval": "15s"}
+    ]
+    selected = {
+        m["metadata"]["name"]
+        for m in full
+        if m["kind"] == "Service" and _selects(monitor["spec"]["selector"], m["metadata"]["labels"])
+    }
+    assert selected == {"recsys-serving-a", "recsys-serving-b"}
+    for name in selected:
+        assert "rest" in {port["name"] for port in manifests[("Service", name)]["spec"]["ports"]}
+
+
+def test_the_dashboard_is_a_config_map_with_the_sidecars_label_and_the_charts_json(
+    full: list[dict], default: list[dict], render: Renderer
+) -> None:
+    dashboard = by_kind_name(full)[("ConfigMap", "recsys-dashboard")]
+    metadata = dashboard["metadata"]
+    assert metadata["labels"]["grafana_dashboard"] == "1" and metadata["labels"]["team"] == "recs"
+    assert metadata["namespace"] == "monitoring"
+    assert metadata["annotations"] == {"grafana_folder": "Recommender"}
+    [(key, text)] = dashboard["data"].items()
+    assert key.endswith(".json")
+    loaded = json.loads(text)
+    assert loaded == json.loads((CHART / "dashboards" / "recommender.json").read_text())
+    assert loaded["uid"] == "streaming-recommender" and loaded["panels"]
+    for panel in loaded["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+            assert panel["targets"] and all(target["expr"] for target in panel["targets"]), panel["title"]
+    assert not [m for m in default if m["metadata"]["name"].endswith("-dashboard")]
+    # The default label, in the release's namespace.
+    [own] = [
+        m
+        for m in render(*REQUIRED_SET, "--set", "monitoring.dashboard.enabled=true")
+        if m["metadata"]["name"].endswith("-dashboard")
+    ]
+    assert own["metadata"]["labels"]["grafana_dashboard"] == "1" and "namespace" not in own["metadata"]
+
+
+def _alerts(manifests: list[dict]) -> dict[str, dict]:
+    [rule] = [m for m in manifests if m["kind"] == "PrometheusRule"]
+    return {alert["alert"]: alert for group in rule["spec"]["groups"] for alert in group["rules"]}
+
+
+def test_the_prometheus_rule_alerts_with_the_values_thresholds(full: list[dict], render: Renderer) -> None:
+    from tests.observability.promql import series_names
+
+    [rule] = [m for m in full if m["kind"] == "PrometheusRule"]
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    alerts = _alerts(full)
+    assert {name: (alert["for"], alert["labels"]["severity"]) for name, alert in alerts.items()} == {
+        "RecommenderNoLiveModel": ("2m", "critical"),
+        "RecommenderModelServerNotReady": ("15m", "warning"),
+        "RecommenderConsumerLagGrowing": ("15m", "warning"),
+        "RecommenderDeadLetters": ("10m", "warning"),
+        "RecommenderPredictRetries": ("10m", "warning"),
+        "RecommenderServingErrors": ("10m", "warning"),
+    }
+    assert "> 5000" in alerts["RecommenderConsumerLagGrowing"]["expr"]
+    assert "deriv(" in alerts["RecommenderConsumerLagGrowing"]["expr"]
+    assert alerts["RecommenderDeadLetters"]["expr"].endswith("> 0.5")
+    assert alerts["RecommenderPredictRetries"]["expr"].endswith("> 1")
+    assert alerts["RecommenderServingErrors"]["expr"].endswith("> 0.01")
+    for name, alert in alerts.items():
+        expr = alert["expr"]
+        assert series_names(expr), name  # parses, and selects something
+        # Only this release's series, by the labels its ServiceMonitors give them.
+        if name == "RecommenderServingErrors":
+            assert 'namespace="recs", job=~"recsys-serving-a|recsys-serving-b"' in expr
+        else:
+            assert expr.count('{namespace="recs", job="recsys-modelserver"}') == expr.count("{"), expr
+        assert alert["annotations"]["summary"] and alert["annotations"]["description"]
+    # TF-Serving's error ratio only where its metrics are scraped.
+    unscraped = render("-f", str(FULL_VALUES), "--set", "serving.metrics.serviceMonitor.enabled=false")
+    assert "RecommenderServingErrors" not in _alerts(unscraped)
+
+
+@pytest.mark.parametrize(
+    ("settings", "complaint"),
+    [
+        (
+            ["monitoring.prometheusRule.enabled=true"],
+            "monitoring.prometheusRule.enabled needs modelserver.serviceMonitor.enabled",
+        ),
+        (
+            ["serving.metrics.serviceMonitor.enabled=true"],
+            "serving.metrics.serviceMonitor.enabled needs serving.metrics.enabled",
+        ),
+    ],
+)
+def test_monitoring_that_could_not_work_is_refused(helm: Path, settings: list[str], complaint: str) -> None:
+    assert complaint in _template_error(helm, *[arg for setting in settings for arg in ("--set", setting)])
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("serving.metrics.path=monitoring/metrics", "/serving/metrics/path"),
+        (
+            "monitoring.prometheusRule.consumerLag.for=10 minutes",
+            "/monitoring/prometheusRule/consumerLag/for",
+        ),
+        ("monitoring.prometheusRule.servingErrors.ratio=5", "/monitoring/prometheusRule/servingErrors/ratio"),
+        ("monitoring.dashboard.labels.grafana_dashboard=1", "/monitoring/dashboard/labels/grafana_dashboard"),
+        ("monitoring.prometheusRule.deadLetter.for=5m", "deadLetter"),
+    ],
+)
+def test_schema_rejects_bad_monitoring_values(helm: Path, setting: str, complaint: str) -> None:
+    result = run_helm(
+        helm, "template", "rel", str(CHART), "--kube-version", KUBE_VERSION, *REQUIRED_SET, "--set", setting
+    )
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert complaint in result.stderr
+
+
+def test_the_alerts_and_tf_servings_service_monitor_need_the_prometheus_operators_crds(
+    helm: Path, tmp_path: Path
+) -> None:
+    full = ["-f", str(FULL_VALUES)]
+    service_monitors_only = ["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"]
+    kinds = {m["kind"] for m in render_release(helm, "rel", "recs", *full, apis=service_monitors_only)}
+    assert "ServiceMonitor" in kinds and "PrometheusRule" not in kinds
+    notes = render_notes(helm, tmp_path / "rules", "rel", "recs", *full, apis=service_monitors_only)
+    assert "monitoring.prometheusRule.enabled is true, but this cluster serves no PrometheusRule" in notes
+    assert "serving.metrics.serviceMonitor.enabled is true" not in notes
+    bare = render_notes(helm, tmp_path / "bare", "rel", "recs", *full, apis=[])
+    assert "serving.metrics.serviceMonitor.enabled is true, but this cluster serves no ServiceMonitor" in bare
+    # The dashboard is a plain ConfigMap: there on any cluster, and the notes say where.
+    assert "the ConfigMap recsys-dashboard in monitoring holds the dashboard" in bare
