@@ -11,6 +11,7 @@ Run by `make test-cluster` (root; skipped elsewhere with the reason).
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -143,12 +144,7 @@ def env(pytestconfig: pytest.Config, starts_servers: None) -> Iterator[Env]:
             "--set",
             "bootstrap.resources.requests.cpu=100m",
         ]
-        settings = Settings.load(
-            kafka_bootstrap_servers=info.kafka_bootstrap,
-            minio_endpoint=info.minio_endpoint,
-            minio_access_key=info.minio_access_key,
-            minio_secret_key=info.minio_secret_key,
-        )
+        settings = Settings.load_from(info.env())
         yield Env(cluster, stack, helm_binary(), settings, values, kube)
     finally:
         stack.down()
@@ -290,7 +286,8 @@ def test_the_chart_serves_swaps_upgrades_rolls_back_and_uninstalls(env: Env) -> 
         assert rolled.returncode == 0, rolled.stdout + rolled.stderr
     load.assert_nothing_lost()
     history = env.helm_run("history", RELEASE, "--namespace", NAMESPACE, "--output", "json")
-    assert '"description":"Rollback to 1"' in history.stdout.replace(" ", ""), history.stdout
+    latest = json.loads(history.stdout)[-1]
+    assert (latest["status"], latest["description"]) == ("deployed", "Rollback to 1"), latest
     # 7. helm uninstall leaves no pod, job, ConfigMap or Secret of the release.
     removed = env.helm_run("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "10m")
     assert removed.returncode == 0, removed.stdout + removed.stderr
