@@ -4,7 +4,6 @@ certificate per component, the kubelet's serving certificate and the service-acc
 from __future__ import annotations
 
 import datetime
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from local.stack.tls import alternative_names
 
 VALIDITY = datetime.timedelta(days=2)  # the cluster lives for one test run
 
@@ -97,13 +98,7 @@ class Authority:
             .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         )
         if hosts:
-            names: list[x509.GeneralName] = []
-            for host in hosts:
-                try:
-                    names.append(x509.IPAddress(ipaddress.ip_address(host)))
-                except ValueError:
-                    names.append(x509.DNSName(host))
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+            builder = builder.add_extension(alternative_names(hosts), critical=False)
         pair = Pair(self.directory / f"{file_name}.crt", self.directory / f"{file_name}.key")
         pair.cert.write_bytes(
             builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)

@@ -55,6 +55,17 @@ def _write(path: Path, data: bytes, private: bool = False) -> None:
         handle.write(data)
 
 
+def alternative_names(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
+    """IP addresses as IP entries, everything else as DNS names."""
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(names)
+
+
 def generate_certificates(directory: Path, hosts: Sequence[str] = ("127.0.0.1", "localhost")) -> Certificates:
     """Write a new CA and a server certificate valid for `hosts` (IPs or DNS names) into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -75,12 +86,6 @@ def generate_certificates(directory: Path, hosts: Sequence[str] = ("127.0.0.1", 
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(hosts[0]))
@@ -89,7 +94,7 @@ def generate_certificates(directory: Path, hosts: Sequence[str] = ("127.0.0.1", 
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + VALIDITY)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(alternative_names(hosts), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         # clientAuth too: the broker presents this certificate to its own mTLS controller listener.
         .add_extension(

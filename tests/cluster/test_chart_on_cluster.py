@@ -323,6 +323,13 @@ def test_the_full_values_install_on_an_api_server_without_the_optional_crds(env:
     """values-full.yaml (every optional part on) is accepted by the real API server; the ServiceMonitor
     is left out with a warning naming its CRD. Its pods need a secured Kafka and a storage class this
     cluster lacks, so the install does not wait for them."""
+    from kubernetes import client
+
+    # The namespaces the full values write into besides the release's: KFP's (the MinIO Secret's
+    # copy) and Grafana's (the dashboard), which exist wherever those run.
+    core = client.CoreV1Api(env.kube)
+    for namespace in ("kubeflow", "monitoring"):
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     installed = env.helm_run(
         "install",
         "full",
