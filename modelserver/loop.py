@@ -167,6 +167,8 @@ class ModelServer:
         log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Also called for partitions lost (no on_lost callback): their lag is another replica's now.
+        self.metrics.forget_partitions(tp.partition for tp in partitions)
         # Each batch is finished before the next poll, so the stored offsets are complete here.
         with contextlib.suppress(KafkaException):
             consumer.commit(asynchronous=False)
@@ -369,14 +371,14 @@ class ModelServer:
         if not assignment:
             self.metrics.set_lag(None)
             return
-        lag = 0
+        lags = {}
         for tp in consumer.position(assignment):
             low, high = consumer.get_watermark_offsets(tp, cached=True)
             if high < 0:
-                continue
+                continue  # no watermark fetched yet: no figure rather than a made-up one
             start = tp.offset if tp.offset >= 0 else self._committed(consumer, tp, low)
-            lag += max(0, high - start)
-        self.metrics.set_lag(lag)
+            lags[tp.partition] = max(0, high - start)
+        self.metrics.set_lag(lags)
 
     @staticmethod
     def _committed(consumer: Consumer, tp: TopicPartition, low: int) -> int:

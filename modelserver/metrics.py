@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -61,14 +62,29 @@ class Metrics:
         )
         self.switches = Counter("recommender_model_switches", "Switches to a new model.", registry=r)
         self.ready = Gauge("recommender_ready", "1 when a model is known.", registry=r)
+        # The version as the value, not as a label: one line over time that steps at each switch
+        # (up on a publish, down on a rollback), where a `version` label would start a new series
+        # of constant 1s at every publish. `instance` (a or b, two values) colours the line by the
+        # instance serving it; only the live instance has a series, none before the first model.
+        self.live_model = Gauge(
+            "recommender_live_model_version",
+            "Version of the live model, by the instance serving it; absent while no model is known.",
+            ["instance"],
+            registry=r,
+        )
         self.lag = Gauge(
-            "recommender_consumer_lag", "Messages behind the end of the requests topic.", registry=r
+            "recommender_consumer_lag",
+            "Messages behind the end of the requests topic, by assigned partition.",
+            ["partition"],
+            registry=r,
         )
         self._lock = threading.Lock()
         self._latencies: deque[float] = deque(maxlen=window)
         self._recent: deque[dict[str, Any]] = deque(maxlen=recent)
         self.counts = {"requests": 0, "replies": 0, "dlq": 0, "batches": 0}
-        self.consumer_lag: int | None = None
+        self.consumer_lag: int | None = None  # the sum over the assigned partitions
+        self._lag_by_partition: dict[int, int] = {}
+        self._live_instance: str | None = None
         # For the history: what the Prometheus metrics hold but not by kind or by instance.
         self._fresh_latencies: deque[float] = deque(maxlen=FRESH_LATENCIES)
         self._dlq_by_kind: dict[str, int] = {}
@@ -111,10 +127,37 @@ class Metrics:
             total, calls = self._predict_by_instance.get(instance, (0.0, 0))
             self._predict_by_instance[instance] = (total + seconds, calls + 1)
 
-    def set_lag(self, lag: int | None) -> None:
-        self.consumer_lag = lag
-        if lag is not None:
-            self.lag.set(lag)
+    def set_live_model(self, instance: str, version: int) -> None:
+        """The live model changed (or the first one is known): only its instance keeps a series."""
+        with self._lock:
+            old, self._live_instance = self._live_instance, instance
+            # The new series before the old one goes, so no scrape finds no live model.
+            self.live_model.labels(instance).set(version)
+            if old is not None and old != instance:
+                self.live_model.remove(old)
+
+    def set_lag(self, lags: Mapping[int, int] | None) -> None:
+        """Each assigned partition's lag (None while nothing is assigned). A partition left out
+        loses its series, so a replica stops reporting the partitions a rebalance took away."""
+        with self._lock:
+            current = dict(lags or {})
+            for partition in self._lag_by_partition.keys() - current.keys():
+                self.lag.remove(str(partition))
+            for partition, lag in current.items():
+                self.lag.labels(str(partition)).set(lag)
+            self._lag_by_partition = current
+            self.consumer_lag = None if lags is None else sum(current.values())
+
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        """Revoked or lost partitions: their series go at once rather than at the next measurement."""
+        with self._lock:
+            gone = set(partitions) & self._lag_by_partition.keys()
+            for partition in gone:
+                self.lag.remove(str(partition))
+                del self._lag_by_partition[partition]
+            if gone:
+                remaining = self._lag_by_partition.values()
+                self.consumer_lag = sum(remaining) if remaining else None
 
     def snapshot(self) -> dict[str, Any]:
         """Counts, latency percentiles (ms) over the recent window, and the last few requests."""

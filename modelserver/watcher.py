@@ -122,6 +122,7 @@ class ModelWatcher(threading.Thread):
             return False
         if self.router.install(Route(update, client)) is not None:
             self.metrics.switches.inc()
+        self.metrics.set_live_model(update.instance, update.version)
         self.metrics.ready.set(1)
         return True
 

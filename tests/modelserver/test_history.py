@@ -62,7 +62,7 @@ def test_metrics_readings_total_the_counters_and_hand_each_latency_over_once():
     metrics.observe_dead_letter("not-json", {})
     metrics.observe_predict("a", "recommend", 0.01)
     metrics.observe_predict("a", "serving_default", 0.03)
-    metrics.set_lag(4)
+    metrics.set_lag({0: 1, 1: 3})  # by partition; the reading has the sum
     first = metrics.reading()
     assert (first.requests, first.replies, first.lag) == (3, 3, 4)
     assert first.dlq == {"not-json": 2}

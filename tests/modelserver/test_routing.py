@@ -140,7 +140,7 @@ def test_metrics_parse_as_prometheus_exposition_and_state_has_percentiles():
     metrics.observe_dead_letter("not-json", {"dlq": "not-json"})
     metrics.switches.inc()
     metrics.predict_latency.labels("recommend").observe(0.02)
-    metrics.set_lag(12)
+    metrics.set_lag({0: 5, 1: 7})
     families = {f.name: f for f in text_string_to_metric_families(metrics.exposition().decode())}
     for name in (
         "recommender_requests",

@@ -33,6 +33,7 @@ from tests.observability.promql import PromQLError, dashboard_expressions, serie
 from tests.serving.tiny_model import save_tiny_model
 from tests.serving_world import answer_sentinels
 from tests.tfserving.standin import MonitoredStandIn
+from tests.waiting import wait_until
 from tfserving.monitoring import DEFAULT_PROMETHEUS_PATH
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,9 +91,17 @@ def served(stack_info: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> I
             assert modelserver.wait_route(90) is not None, modelserver.log_tail()
             answer_sentinels(settings, "u1")  # a request through Kafka into every partition
             assert httpx.post(f"{modelserver.url}/recommend", json={"user": "u2", "k": 3}).status_code == 200
-        exposition = modelserver.get("/metrics")
-        assert exposition is not None and exposition[0] == 200
-        yield {MODELSERVER: exposition[1].decode(), STANDIN: standin.get(DEFAULT_PROMETHEUS_PATH).text}
+
+        def lag_of_both_partitions() -> str | None:
+            # The lag is measured every 2 s: the sentinels may be answered before the next look.
+            exposition = modelserver.get("/metrics")
+            assert exposition is not None and exposition[0] == 200
+            text = exposition[1].decode()
+            lags = [s for s in samples(text) if s.name == "recommender_consumer_lag"]
+            return text if {s.labels.get("partition") for s in lags} == {"0", "1"} else None
+
+        text = wait_until(lag_of_both_partitions, 15, "the lag of both partitions on /metrics")
+        yield {MODELSERVER: text, STANDIN: standin.get(DEFAULT_PROMETHEUS_PATH).text}
     finally:
         modelserver.stop()
         standin.stop()
@@ -150,6 +159,9 @@ def test_the_series_the_panels_select_have_the_labels_they_filter_on(served: dic
     assert value(MODELSERVER, "recommender_predict_latency_seconds_count", signature="recommend") >= 2
     assert value(MODELSERVER, "recommender_request_latency_seconds_count") >= 2
     assert value(MODELSERVER, "recommender_ready") == 1
+    assert value(MODELSERVER, "recommender_live_model_version", instance="a") == VERSION
+    for partition in ("0", "1"):  # the topic's two, both assigned to the one replica
+        assert value(MODELSERVER, "recommender_consumer_lag", partition=partition) >= 0
 
 
 @pytest.mark.parametrize(
