@@ -44,7 +44,7 @@ class ModelSyncProcess(ManagedServer):
 
 class TFServingProcess(ManagedServer):
     """`recommender-local tfserving` on loopback; ready when the REST API answers (200, or 404 before
-    a load)."""
+    a load). `monitoring`: TF-Serving's Prometheus metrics on, as docker compose turns them on."""
 
     name = "tfserving"
     start_timeout = 120.0  # importing TensorFlow takes a while on a busy machine
@@ -52,8 +52,10 @@ class TFServingProcess(ManagedServer):
     def __init__(
         self, workdir: Path, model_dir: Path, model_name: str, poll_seconds: float,
         grpc_port: int | None = None, rest_port: int | None = None, env: dict[str, str] | None = None,
+        monitoring: bool = True,
     ) -> None:  # fmt: skip
         super().__init__(workdir)
+        self.monitoring = monitoring
         self.model_dir = model_dir
         self.model_name = model_name
         self.poll_seconds = poll_seconds
@@ -73,16 +75,16 @@ class TFServingProcess(ManagedServer):
         return f"{HOST}:{self.grpc_port}"
 
     def command(self) -> tuple[list[str], dict[str, str]]:
-        # TF-Serving's Prometheus metrics, as docker compose and the chart turn them on.
-        monitoring = self.workdir / "monitoring.config"
-        monitoring.write_text(f'prometheus_config {{ enable: true, path: "{DEFAULT_PROMETHEUS_PATH}" }}\n')
         cmd = [
             sys.executable, "-m", "local", "tfserving", "--rest_api_host", HOST,
             "--port", str(self.grpc_port), "--rest_api_port", str(self.rest_port),
             "--model_name", self.model_name, "--model_base_path", str(self.model_dir),
             "--file_system_poll_wait_seconds", str(self.poll_seconds),
-            "--monitoring_config_file", str(monitoring),
         ]  # fmt: skip
+        if self.monitoring:
+            config = self.workdir / "monitoring.config"
+            config.write_text(f'prometheus_config {{ enable: true, path: "{DEFAULT_PROMETHEUS_PATH}" }}\n')
+            cmd += ["--monitoring_config_file", str(config)]
         return cmd, {**self.env, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
     def model_status(self) -> tuple[int, dict] | None:

@@ -16,7 +16,7 @@ class MonitoredStandIn(TFServingProcess):
     """`recommender-local tfserving` on loopback, serving `<model_dir>`'s versions."""
 
     def __init__(self, workdir: Path, model_dir: Path, monitoring_config: Path | None) -> None:
-        super().__init__(workdir, model_dir, DEFAULT_MODEL_NAME, poll_seconds=0.2)
+        super().__init__(workdir, model_dir, DEFAULT_MODEL_NAME, poll_seconds=0.2, monitoring=False)
         self.monitoring_config = monitoring_config
 
     def command(self) -> tuple[list[str], dict[str, str]]:
