@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Optional system packages for the browser test (Chromium), the image and compose tests (podman/buildah
-# on a debootstrap base) and the cluster test (containerd, etcd, iptables, CNI plugins, gcc for the
-# pause binary). Debian/Ubuntu, as root. Without them those tests skip with a visible reason.
+# on a debootstrap base) and the cluster test (containerd, iptables, CNI plugins, gcc for the pause
+# binary). Debian/Ubuntu, as root. Without them those tests skip with a visible reason.
 set -euo pipefail
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "install-test-extras: needs root and apt-get; skipping (browser and image tests will be skipped)"
@@ -9,7 +9,7 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
 fi
 missing=()
 for pair in chromium:chromium podman:podman buildah:buildah runc:runc debootstrap:debootstrap \
-    containerd:containerd etcd:etcd-server iptables:iptables conntrack:conntrack gcc:gcc ip:iproute2; do
+    containerd:containerd iptables:iptables conntrack:conntrack gcc:gcc ip:iproute2; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)

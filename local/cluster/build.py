@@ -3,8 +3,9 @@
 `go install` cannot build Kubernetes: k8s.io/kubernetes replaces its staging modules (k8s.io/api,
 k8s.io/client-go, ...) with local paths. A wrapper module requires k8s.io/kubernetes and replaces
 each staging module with its published version (v0.<minor>.<patch>), then builds the commands.
-CoreDNS comes with `go install`; the pause image's binary is compiled from the Kubernetes module's
-pause.c. containerd, runc, the CNI plugins, iptables and etcd are Debian packages.
+etcd is built the same way (its server module replaces its sibling modules with local paths too),
+CoreDNS with `go install`; the pause image's binary is compiled from the Kubernetes module's pause.c.
+containerd, runc, the CNI plugins and iptables are Debian packages.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from local.stack.provision import (
 )
 
 KUBERNETES_VERSION = "v1.34.4"
+ETCD_VERSION = "v3.6.16"  # the 3.6 line Kubernetes 1.34 is tested with
 COREDNS_MODULE = "github.com/coredns/coredns"
 COREDNS_VERSION = "v1.15.0"
 COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
@@ -113,6 +115,34 @@ def kubernetes_binaries() -> Path:
     return bin_dir
 
 
+def etcd_binary() -> Path:
+    """etcd from go.etcd.io/etcd/server/v3 through a wrapper module (`go install` refuses the
+    module's replace directives)."""
+    home = cache_dir() / f"etcd-{ETCD_VERSION}"
+    target = home / "etcd"
+    if (home / MARKER).exists() and target.exists():
+        return target
+    go = _require_tool("go", "build etcd from the Go module proxy")
+    env = {**os.environ, "CGO_ENABLED": "0"}
+    source = home / "src"
+    source.mkdir(parents=True, exist_ok=True)
+    (source / "go.mod").write_text(
+        f"module local/etcd\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 {ETCD_VERSION}\n"
+    )
+    (source / "main.go").write_text(
+        'package main\n\nimport _ "go.etcd.io/etcd/server/v3/etcdmain"\n\nfunc main() {}\n'
+    )
+    _run_with_progress([go, "mod", "tidy"], f"downloading the etcd {ETCD_VERSION} modules", env, source)
+    _run_with_progress(
+        [go, "build", "-trimpath", "-o", str(target), "go.etcd.io/etcd/server/v3"],
+        f"building etcd {ETCD_VERSION}",
+        env,
+        source,
+    )
+    (home / MARKER).touch()
+    return target
+
+
 def coredns_binary() -> Path:
     return go_install(
         COREDNS_MODULE, COREDNS_VERSION, "coredns", f"building CoreDNS {COREDNS_VERSION} with go install"
@@ -151,6 +181,7 @@ def pause_binary() -> Path:
 def provision_cluster() -> dict[str, Path]:
     return {
         "kubernetes": kubernetes_binaries(),
+        "etcd": etcd_binary(),
         "coredns": coredns_binary(),
         "pause": pause_binary(),
     }

@@ -85,14 +85,15 @@ class Cluster:
     # ------------------------------------------------------------------ up
 
     def up(self) -> None:
-        if (
-            shutil.which("containerd") is None
-            or shutil.which("etcd") is None
-            or shutil.which("iptables") is None
-        ):
+        missing = [
+            tool
+            for tool in ("containerd", "runc", "iptables", "conntrack", "ip")
+            if shutil.which(tool) is None
+        ]
+        if missing or not Path(CNI_BIN, "bridge").exists():
             raise StackError(
-                "the cluster needs containerd, etcd-server, iptables and conntrack (apt-get install "
-                "containerd etcd-server iptables conntrack containernetworking-plugins)"
+                "the cluster needs containerd, runc, iptables, conntrack, iproute2 and the CNI plugins "
+                "(apt-get install containerd runc iptables conntrack iproute2 containernetworking-plugins)"
             )
         self.binaries = provision_cluster()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -286,7 +287,7 @@ state = "{root / "state"}"
         self._start(
             "etcd",
             [
-                "etcd",
+                str(self.binaries["etcd"]),
                 "--data-dir",
                 str(self.workdir / "etcd"),
                 "--name",
@@ -303,7 +304,6 @@ state = "{root / "state"}"
                 f"srtest=http://127.0.0.1:{peer}",
             ],
             lambda: self._http(f"http://127.0.0.1:{self.etcd_port}/health"),
-            env={"ETCD_UNSUPPORTED_ARCH": ""},
         )
 
     def _http(self, url: str, ca: Path | None = None, cert: Pair | None = None) -> bool:

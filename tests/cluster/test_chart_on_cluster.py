@@ -66,7 +66,6 @@ def _problem() -> str | None:
             "containerd",
             "ctr",
             "runc",
-            "etcd",
             "iptables",
             "conntrack",
             "podman",
