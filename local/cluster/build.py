@@ -31,6 +31,7 @@ KUBERNETES_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.16"  # the 3.6 line Kubernetes 1.34 is tested with
 COREDNS_MODULE = "github.com/coredns/coredns"
 COREDNS_VERSION = "v1.15.0"
+GO_ENV = {**os.environ, "CGO_ENABLED": "0"}  # static binaries
 COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
 
 
@@ -67,6 +68,27 @@ def _version_flags() -> str:
     )
 
 
+def _wrapper_module(home: Path, name: str, requirement: str, imports: list[str], replaces: list[str]) -> Path:
+    """A module in `home`/src that requires `requirement` ("module version"), with `replaces`, and
+    imports `imports` (so `go mod tidy` keeps what they need); tidied. Returns its folder."""
+    go = _require_tool("go", f"build {name} from the Go module proxy")
+    source = home / "src"
+    source.mkdir(parents=True, exist_ok=True)
+    (source / "go.mod").write_text(
+        f"module local/{name}\n\ngo 1.24\n\nrequire {requirement}\n\n" + "".join(f"{r}\n" for r in replaces)
+    )
+    (source / "main.go").write_text(
+        "package main\n\nimport (\n" + "".join(f'\t_ "{i}"\n' for i in imports) + ")\n\nfunc main() {}\n"
+    )
+    _run_with_progress([go, "mod", "tidy"], f"downloading the modules of {requirement}", GO_ENV, source)
+    return source
+
+
+def _go_build(source: Path, package: str, target: Path, label: str, *flags: str) -> None:
+    go = _require_tool("go", "build from the Go module proxy")
+    _run_with_progress([go, "build", "-trimpath", *flags, "-o", str(target), package], label, GO_ENV, source)
+
+
 def kubernetes_bin_dir() -> Path:
     return cache_dir() / f"kubernetes-{KUBERNETES_VERSION}" / "bin"
 
@@ -77,40 +99,20 @@ def kubernetes_binaries() -> Path:
     home = bin_dir.parent
     if (home / MARKER).exists() and all((bin_dir / c).exists() for c in COMMANDS):
         return bin_dir
-    go = _require_tool("go", "build Kubernetes from the Go module proxy")
-    env = {**os.environ, "CGO_ENABLED": "0"}
-    source = home / "src"
-    source.mkdir(parents=True, exist_ok=True)
-    (source / "go.mod").write_text(
-        "module local/kubernetes\n\ngo 1.24\n\n"
-        f"require k8s.io/kubernetes {KUBERNETES_VERSION}\n\n" + "\n".join(_staging_replaces(go, env)) + "\n"
-    )
-    # Importing each command's app package keeps the requirements `go mod tidy` needs.
-    (source / "main.go").write_text(
-        "package main\n\nimport (\n"
-        + "".join(f'\t_ "k8s.io/kubernetes/cmd/{command}/app"\n' for command in COMMANDS)
-        + ")\n\nfunc main() {}\n"
-    )
-    _run_with_progress(
-        [go, "mod", "tidy"], f"downloading the Kubernetes {KUBERNETES_VERSION} modules", env, source
+    source = _wrapper_module(
+        home,
+        "kubernetes",
+        f"k8s.io/kubernetes {KUBERNETES_VERSION}",
+        # Each command's app package, not the command: a main package cannot be imported.
+        [f"k8s.io/kubernetes/cmd/{command}/app" for command in COMMANDS],
+        _staging_replaces(_require_tool("go", "build Kubernetes"), GO_ENV),
     )
     bin_dir.mkdir(exist_ok=True)
     for command in COMMANDS:
-        _run_with_progress(
-            [
-                go,
-                "build",
-                "-trimpath",
-                "-ldflags",
-                _version_flags(),
-                "-o",
-                str(bin_dir / command),
-                f"k8s.io/kubernetes/cmd/{command}",
-            ],
-            f"building {command} {KUBERNETES_VERSION}",
-            env,
-            source,
-        )
+        _go_build(
+            source, f"k8s.io/kubernetes/cmd/{command}", bin_dir / command,
+            f"building {command} {KUBERNETES_VERSION}", "-ldflags", _version_flags(),
+        )  # fmt: skip
     (home / MARKER).touch()
     return bin_dir
 
@@ -122,23 +124,14 @@ def etcd_binary() -> Path:
     target = home / "etcd"
     if (home / MARKER).exists() and target.exists():
         return target
-    go = _require_tool("go", "build etcd from the Go module proxy")
-    env = {**os.environ, "CGO_ENABLED": "0"}
-    source = home / "src"
-    source.mkdir(parents=True, exist_ok=True)
-    (source / "go.mod").write_text(
-        f"module local/etcd\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 {ETCD_VERSION}\n"
+    source = _wrapper_module(
+        home,
+        "etcd",
+        f"go.etcd.io/etcd/server/v3 {ETCD_VERSION}",
+        ["go.etcd.io/etcd/server/v3/etcdmain"],
+        [],
     )
-    (source / "main.go").write_text(
-        'package main\n\nimport _ "go.etcd.io/etcd/server/v3/etcdmain"\n\nfunc main() {}\n'
-    )
-    _run_with_progress([go, "mod", "tidy"], f"downloading the etcd {ETCD_VERSION} modules", env, source)
-    _run_with_progress(
-        [go, "build", "-trimpath", "-o", str(target), "go.etcd.io/etcd/server/v3"],
-        f"building etcd {ETCD_VERSION}",
-        env,
-        source,
-    )
+    _go_build(source, "go.etcd.io/etcd/server/v3", target, f"building etcd {ETCD_VERSION}")
     (home / MARKER).touch()
     return target
 
