@@ -19,6 +19,7 @@ import signal
 import ssl
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -40,6 +41,7 @@ CNI_BIN = "/usr/lib/cni"
 NAMESPACE = "k8s.io"  # containerd's namespace for the CRI
 # Global switches the node needs (bridged traffic through iptables, routing); restored by down().
 SYSCTLS = {"net/bridge/bridge-nf-call-iptables": "1", "net/ipv4/ip_forward": "1"}
+Probe = Callable[[], bool]
 GUARD_RULE = ["FORWARD", "-i", BRIDGE, "!", "-o", BRIDGE, "-j", "DROP"]
 
 
@@ -56,7 +58,7 @@ class Process(ManagedServer):
     start_timeout = 120.0
 
     def __init__(
-        self, workdir: Path, name: str, command: list[str], probe, env: dict[str, str] | None = None
+        self, workdir: Path, name: str, command: list[str], probe: Probe, env: dict[str, str] | None = None
     ) -> None:
         self.name = name
         super().__init__(workdir)
@@ -72,7 +74,7 @@ class Process(ManagedServer):
 
 
 class Cluster:
-    def __init__(self, workdir: Path, say=print) -> None:
+    def __init__(self, workdir: Path, say: Callable[[str], None] = print) -> None:
         self.workdir = workdir.resolve()
         self.say = say
         self.processes: list[Process] = []
@@ -210,7 +212,9 @@ class Cluster:
         path.write_text(json.dumps(config))
         path.chmod(0o600)
 
-    def _start(self, name: str, command: list[str], probe, env: dict[str, str] | None = None) -> Process:
+    def _start(
+        self, name: str, command: list[str], probe: Probe, env: dict[str, str] | None = None
+    ) -> Process:
         self._step(f"starting {name}")
         process = Process(self.workdir / "logs", name, command, probe, env)
         self.processes.append(process)  # first, so down() stops it even if it never gets ready

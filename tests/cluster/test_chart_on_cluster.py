@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from kubernetes.client import ApiClient
 
 from client.core import LoadReport, recommend, run_load, snapshot_users
 from common.settings import Settings
@@ -44,7 +45,7 @@ class Env:
     helm: Path
     settings: Settings
     values: list[str]
-    kube: object  # kubernetes.client.ApiClient
+    kube: ApiClient
 
     def helm_run(self, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
         env = {
