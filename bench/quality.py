@@ -13,6 +13,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,7 +64,10 @@ def _user_items(data: Interactions) -> csr_matrix:
     return csr_matrix((ones, (data.train_users, data.train_products)), shape=(data.n_users, data.n_products))
 
 
-def _scores(model: object) -> ScoreAll:
+def _fitted(model: Any, data: Interactions) -> ScoreAll:
+    """Fit an implicit model on the binary training pairs; its scores as user factors x item factors."""
+    with threadpool_limits(1, "blas"):  # implicit runs its own threads; BLAS ones fight them
+        model.fit(_user_items(data), show_progress=False)
     users, products = np.asarray(model.user_factors), np.asarray(model.item_factors)
     return lambda u: users[u] @ products.T
 
@@ -72,32 +76,32 @@ def fit_als(data: Interactions, params: Params) -> ScoreAll:
     """Implicit ALS on the binary training pairs; confidence 1 + alpha (Hu, Koren, Volinsky)."""
     from implicit.als import AlternatingLeastSquares
 
-    with threadpool_limits(1, "blas"):  # implicit runs its own threads; BLAS ones fight them
-        model = AlternatingLeastSquares(
+    return _fitted(
+        AlternatingLeastSquares(
             factors=int(params["factors"]),
             regularization=params["regularization"],
             alpha=params["alpha"],
             iterations=ALS_ITERATIONS,
             random_state=0,
-        )
-        model.fit(_user_items(data), show_progress=False)
-    return _scores(model)
+        ),
+        data,
+    )
 
 
 def fit_bpr(data: Interactions, params: Params) -> ScoreAll:
     """Implicit BPR (its item factors carry a bias column, its user factors a matching 1)."""
     from implicit.bpr import BayesianPersonalizedRanking
 
-    with threadpool_limits(1, "blas"):
-        model = BayesianPersonalizedRanking(
+    return _fitted(
+        BayesianPersonalizedRanking(
             factors=int(params["factors"]),
             learning_rate=params["learning_rate"],
             regularization=params["regularization"],
             iterations=BPR_ITERATIONS,
             random_state=0,
-        )
-        model.fit(_user_items(data), show_progress=False)
-    return _scores(model)
+        ),
+        data,
+    )
 
 
 def _figures(data: Interactions, score: ScoreAll) -> tuple[float, float]:

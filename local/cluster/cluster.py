@@ -18,7 +18,6 @@ import shutil
 import signal
 import ssl
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -533,18 +532,11 @@ state = "{root / "state"}"
     def _remove_pods(self) -> None:
         if not self.containerd_socket.exists():
             return
-        crictl = shutil.which("crictl")
-        # Without crictl: stop the CRI's tasks and containers through ctr (sandboxes included).
+        # Every CRI container (pod sandboxes included) through ctr: kill, wait for the tasks to end.
         listed = self._ctr("containers", "list", "--quiet", check=False)
         for container in listed.stdout.split():
             self._ctr("tasks", "kill", "--signal", "SIGKILL", container, check=False)
-        if crictl is None:
-            deadline = time.monotonic() + 30
-            while (
-                time.monotonic() < deadline
-                and self._ctr("tasks", "list", "--quiet", check=False).stdout.strip()
-            ):
-                time.sleep(0.5)
+        poll(lambda: not self._ctr("tasks", "list", "--quiet", check=False).stdout.strip(), Backoff(0.5), 30)
         for container in listed.stdout.split():
             self._ctr("tasks", "delete", "--force", container, check=False)
             self._ctr("containers", "delete", container, check=False)
